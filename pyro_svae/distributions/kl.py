@@ -1,0 +1,75 @@
+r"""Closed-form KL divergences between sphere distributions, registered with ``torch.distributions``.
+
+Each ``_kl_<p>_<q>`` returns exactly the broadcast ``batch_shape`` of ``p`` and ``q`` and raises
+``ValueError`` when the two live on spheres of different dimension. Registration makes them available to
+``torch.distributions.kl_divergence``, ``pyro.distributions.kl_divergence`` and so to
+``pyro.infer.TraceMeanField_ELBO`` (also through ``.to_event`` and ``pyro.plate``, since every class here
+implements ``expand``).
+
+Not registered, because no closed form exists: PS‖PS and vMF‖PS (they need
+:math:`\mathbb{E}_p[\log(1 + \mu_q^\top z)]` for :math:`\mu_q \ne \mu_p`). ELBOs fall back to Monte Carlo.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torch.distributions import register_kl
+
+from pyro_svae.ops import log_sphere_area, log_vmf_partition, vmf_mean_resultant
+
+from .hyperspherical_uniform import HypersphericalUniform
+from .power_spherical import PowerSpherical
+from .von_mises_fisher import VonMisesFisher
+
+__all__: list[str] = []
+
+
+def _check_same_dim(p, q) -> torch.Size:
+    if p.event_shape != q.event_shape:
+        raise ValueError(
+            f"KL between distributions on different spheres: {type(p).__name__} has event shape "
+            f"{tuple(p.event_shape)}, {type(q).__name__} has {tuple(q.event_shape)}"
+        )
+    return torch.broadcast_shapes(p.batch_shape, q.batch_shape)
+
+
+def _expand(value: Tensor, batch_shape: torch.Size) -> Tensor:
+    return value.expand(batch_shape) if value.shape != batch_shape else value
+
+
+@register_kl(VonMisesFisher, HypersphericalUniform)
+def _kl_vmf_uniform(p: VonMisesFisher, q: HypersphericalUniform) -> Tensor:
+    batch_shape = _check_same_dim(p, q)
+    return _expand(p.kl_to_uniform(), batch_shape)
+
+
+@register_kl(PowerSpherical, HypersphericalUniform)
+def _kl_powerspherical_uniform(p: PowerSpherical, q: HypersphericalUniform) -> Tensor:
+    batch_shape = _check_same_dim(p, q)
+    return _expand(p.kl_to_uniform(), batch_shape)
+
+
+def _expected_log_vmf(mean: Tensor, q: VonMisesFisher) -> Tensor:
+    r""":math:`\mathbb{E}_p[\log q(z)]` for a vMF ``q``, given :math:`\mathbb{E}_p[z]` (float64)."""
+    kappa_q = q.concentration.to(torch.float64)
+    cosine = (mean.to(torch.float64) * q.loc.to(torch.float64)).sum(-1)
+    return kappa_q * cosine - log_vmf_partition(q.dim, kappa_q) - log_sphere_area(q.dim)
+
+
+@register_kl(VonMisesFisher, VonMisesFisher)
+def _kl_vmf_vmf(p: VonMisesFisher, q: VonMisesFisher) -> Tensor:
+    batch_shape = _check_same_dim(p, q)
+    kappa_p = p.concentration.to(torch.float64)
+    mean_p = vmf_mean_resultant(p.dim, kappa_p).unsqueeze(-1) * p.loc.to(torch.float64)
+    neg_entropy_p = kappa_p * vmf_mean_resultant(p.dim, kappa_p) - log_vmf_partition(p.dim, kappa_p)
+    kl = neg_entropy_p - log_sphere_area(p.dim) - _expected_log_vmf(mean_p, q)
+    return _expand(kl.to(p.concentration.dtype), batch_shape)
+
+
+@register_kl(PowerSpherical, VonMisesFisher)
+def _kl_powerspherical_vmf(p: PowerSpherical, q: VonMisesFisher) -> Tensor:
+    batch_shape = _check_same_dim(p, q)
+    neg_entropy_p = -p.entropy().to(torch.float64)
+    kl = neg_entropy_p - _expected_log_vmf(p.mean.to(torch.float64), q)
+    return _expand(kl.to(p.concentration.dtype), batch_shape)

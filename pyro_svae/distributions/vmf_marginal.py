@@ -1,0 +1,244 @@
+r"""The 1-D marginal of the von Mises–Fisher distribution: exact samplers and implicit gradients.
+
+For :math:`z \sim \mathrm{vMF}(\mu, \kappa)` on :math:`S^{m-1}`, the cosine :math:`w = \mu^\top z` has
+density on :math:`[-1, 1]`
+
+.. math:: f(w; \kappa) \propto e^{\kappa w} (1 - w^2)^{(m-3)/2},
+          \qquad \mathbb{E}[w] = A_m(\kappa) = I_{m/2}(\kappa) / I_{m/2-1}(\kappa).
+
+Samplers (all exact, all batched without a Python loop per sample):
+
+* ``m = 2``: the von Mises angle (Best & Fisher 1979, as in :class:`torch.distributions.VonMises`);
+* ``m = 3``: the inverse CDF :math:`1 - w = -\log(1 + (1-u)(e^{-2\kappa} - 1)) / \kappa`, written with
+  ``log1p``/``expm1`` so it is exact for :math:`\kappa \to 0` and :math:`|w| \le 1` always;
+* ``m >= 4``: Wood's (1994) rejection sampler with the rationalised envelope parameter
+  :math:`b = (m-1) / (2\kappa + \sqrt{4\kappa^2 + (m-1)^2})`, and an optional Metropolis–Hastings chain that
+  uses Wood's envelope as an independence proposal (approximate; see :func:`sample_marginal_mh`).
+
+Every sampler returns both :math:`w` and :math:`1 - w`, the latter computed without cancellation, so that
+:math:`\sqrt{1 - w^2}` stays accurate when :math:`\kappa` is large.
+
+Gradients in :math:`\kappa` use implicit reparameterisation (Figurnov et al. 2018):
+:math:`\partial w / \partial \kappa = -\partial_\kappa F(w; \kappa) / f(w; \kappa)` with
+:math:`\partial_\kappa F(w) = \int_{-1}^{w} (t - A_m(\kappa)) f(t)\, dt`. The integral is taken over the
+side of :math:`w` on which :math:`f` decays away from :math:`w` (so no cancellation), truncated where the
+integrand has fallen by :math:`e^{-40}` (found by bisection, bounded with the log-concavity of the density), and
+computed by Gauss–Legendre quadrature after the substitution :math:`t = \mp 1 \pm (1 \pm w) u^2` that removes
+the endpoint singularity of :math:`(1 - t^2)^{(m-3)/2}`.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import torch
+from torch import Tensor
+
+from pyro_svae.ops import ive_ratio
+
+__all__ = ["marginal_dw_dkappa", "sample_marginal", "sample_marginal_mh"]
+
+#: Gauss–Legendre nodes used for the implicit gradient (accurate to ~1e-10 relative, see tests).
+QUADRATURE_NODES = 40
+#: The implicit-gradient integral is truncated where the integrand has fallen by exp(-TAIL_LOG).
+TAIL_LOG = 40.0
+
+
+@functools.lru_cache(maxsize=16)
+def _gauss_legendre(n: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    """Gauss–Legendre nodes and weights on [0, 1] (Golub–Welsch), float64."""
+    k = torch.arange(1, n, dtype=torch.float64)
+    beta = k / torch.sqrt(4.0 * k * k - 1.0)
+    jacobi = torch.diag(beta, 1) + torch.diag(beta, -1)
+    nodes, vectors = torch.linalg.eigh(jacobi)
+    weights = 2.0 * vectors[0] ** 2
+    return ((nodes + 1.0) / 2.0).to(device), (weights / 2.0).to(device)
+
+
+# ----------------------------------------------------------------------------------------------
+# Exact samplers. Inputs: kappa of shape (n,) in float64. Outputs: w and 1 - w, shape (n,).
+# ----------------------------------------------------------------------------------------------
+
+
+def _sample_circle(kappa: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """m = 2: von Mises angle theta; returns (w, 1 - w, sign(theta))."""
+    theta = torch.distributions.VonMises(torch.zeros_like(kappa), kappa, validate_args=False).sample()
+    half = torch.sin(0.5 * theta)
+    return torch.cos(theta), 2.0 * half * half, torch.where(theta < 0, -1.0, 1.0).to(kappa)
+
+
+def _sample_sphere3(kappa: Tensor) -> tuple[Tensor, Tensor]:
+    """m = 3: inverse CDF, exact and stable for every kappa > 0."""
+    u = torch.rand_like(kappa)
+    one_minus_w = -torch.log1p((1.0 - u) * torch.expm1(-2.0 * kappa)) / kappa
+    one_minus_w = one_minus_w.clamp(0.0, 2.0)
+    return 1.0 - one_minus_w, one_minus_w
+
+
+def _wood_envelope(dim: int, kappa: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Wood's envelope: b, 1 - x0 and log(1 - x0^2), all without cancellation."""
+    b = (dim - 1) / (2.0 * kappa + torch.sqrt(4.0 * kappa * kappa + (dim - 1) ** 2))
+    one_minus_x0 = 2.0 * b / (1.0 + b)
+    log_one_minus_x0_sq = math.log(4.0) + torch.log(b) - 2.0 * torch.log1p(b)
+    return b, one_minus_x0, log_one_minus_x0_sq
+
+
+def _wood_propose(dim: int, b: Tensor) -> tuple[Tensor, Tensor]:
+    """Draw w from Wood's envelope: eps ~ Beta((m-1)/2, (m-1)/2), w = (1-(1+b)eps)/(1-(1-b)eps)."""
+    alpha = torch.full_like(b, 0.5 * (dim - 1))
+    g1, g2 = torch._standard_gamma(alpha), torch._standard_gamma(alpha)
+    eps = g1 / (g1 + g2)
+    denom = 1.0 - (1.0 - b) * eps
+    one_minus_w = 2.0 * b * eps / denom
+    return 1.0 - one_minus_w, one_minus_w
+
+
+def _wood_log_ratio(dim: int, kappa: Tensor, w: Tensor, one_minus_w: Tensor, env) -> Tensor:
+    """log f(w)/g(w) up to the constant that makes its maximum 0 (the acceptance log-probability)."""
+    _, one_minus_x0, log_one_minus_x0_sq = env
+    one_minus_x0w = one_minus_w + w * one_minus_x0  # = 1 - x0 w
+    return kappa * (one_minus_x0 - one_minus_w) + (dim - 1) * (
+        torch.log(one_minus_x0w) - log_one_minus_x0_sq
+    )
+
+
+def _sample_wood(dim: int, kappa: Tensor) -> tuple[Tensor, Tensor]:
+    """m >= 4 (valid for every m >= 2): Wood's rejection sampler, batched over pending samples."""
+    w = torch.empty_like(kappa)
+    one_minus_w = torch.empty_like(kappa)
+    pending = torch.arange(kappa.numel(), device=kappa.device)
+    while pending.numel() > 0:
+        k = kappa[pending]
+        env = _wood_envelope(dim, k)
+        w_new, omw_new = _wood_propose(dim, env[0])
+        accept = _wood_log_ratio(dim, k, w_new, omw_new, env) >= torch.log(torch.rand_like(k))
+        accepted = pending[accept]
+        w[accepted] = w_new[accept]
+        one_minus_w[accepted] = omw_new[accept]
+        pending = pending[~accept]
+    return w, one_minus_w
+
+
+def sample_marginal(dim: int, kappa: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
+    """Exact draws of :math:`w = \\mu^\\top z` for vMF concentrations ``kappa`` (any shape).
+
+    Computed in float64. Returns ``(w, 1 - w, sign)`` where ``sign`` is the sign of the von Mises angle
+    for ``dim == 2`` (the tangent direction on :math:`S^1`) and ``None`` otherwise.
+    """
+    flat = kappa.detach().reshape(-1).to(torch.float64)
+    sign = None
+    if dim == 2:
+        w, omw, sign = _sample_circle(flat)
+        sign = sign.reshape(kappa.shape)
+    elif dim == 3:
+        w, omw = _sample_sphere3(flat)
+    else:
+        w, omw = _sample_wood(dim, flat)
+    return w.reshape(kappa.shape), omw.reshape(kappa.shape), sign
+
+
+def sample_marginal_mh(dim: int, kappa: Tensor, steps: int) -> tuple[Tensor, Tensor]:
+    """Approximate draws of :math:`w` from an independence Metropolis–Hastings chain.
+
+    The chain starts at a draw from Wood's envelope and takes ``steps`` MH steps with the envelope as
+    proposal, targeting the exact marginal :math:`f(w)`. After ``steps`` steps the law of the state is
+    the target up to a total-variation error that decays geometrically in ``steps`` (the rate is the
+    rejection probability of Wood's sampler, small for most :math:`(m, \\kappa)`). Every step costs one
+    proposal for every sample with no synchronisation, so it suits accelerators; the exact sampler
+    (:func:`sample_marginal`) is the default.
+    """
+    if steps < 0:
+        raise ValueError(f"mh_steps must be >= 0, got {steps}")
+    flat = kappa.detach().reshape(-1).to(torch.float64)
+    env = _wood_envelope(dim, flat)
+    w, omw = _wood_propose(dim, env[0])
+    log_ratio = _wood_log_ratio(dim, flat, w, omw, env)
+    for _ in range(steps):
+        w_new, omw_new = _wood_propose(dim, env[0])
+        log_ratio_new = _wood_log_ratio(dim, flat, w_new, omw_new, env)
+        accept = log_ratio_new - log_ratio >= torch.log(torch.rand_like(flat))
+        w = torch.where(accept, w_new, w)
+        omw = torch.where(accept, omw_new, omw)
+        log_ratio = torch.where(accept, log_ratio_new, log_ratio)
+    return w.reshape(kappa.shape), omw.reshape(kappa.shape)
+
+
+# ----------------------------------------------------------------------------------------------
+# Implicit reparameterisation gradient dw/dkappa.
+# ----------------------------------------------------------------------------------------------
+
+
+def _truncation_length(dim: int, kappa: Tensor, w: Tensor, omw: Tensor, side_len: Tensor, lower):
+    """Distance s from w, on the chosen side, where f has fallen by exp(-TAIL_LOG) (clipped to the side).
+
+    For m >= 4, g(t) = log f(t) = kappa t + a log(1 - t^2) is concave with g'' <= -2a, which bounds s from
+    above; h(s) = g(w) - g(w -/+ s) - TAIL_LOG is increasing, and bisection on log s (robust next to the
+    logarithmic singularity at t = -/+1, where Newton's method stalls) brings the bound within 4 % of the
+    root, always from above, so the truncation error stays below exp(-TAIL_LOG).
+    """
+    if dim == 2:  # f ∝ e^{kappa t} (1-t^2)^{-1/2}: the exponential sets the decay of the lower side;
+        # the upper side (w >= 0) is integrated whole, its singularity being removed by the substitution.
+        return torch.where(lower, torch.minimum(side_len, TAIL_LOG / kappa), side_len)
+    a = 0.5 * (dim - 3)
+    one_minus_w_sq = omw * (2.0 - omw)
+    slope = (kappa - 2.0 * a * w / one_minus_w_sq).abs()  # |g'(w)|, g decreasing along the side
+    bound = 2.0 * TAIL_LOG / (slope + torch.sqrt(slope * slope + 4.0 * a * TAIL_LOG))
+    hi = torch.minimum(bound, side_len)
+    if a == 0:
+        return hi
+    direction = torch.where(lower, -1.0, 1.0).to(w)
+    log_one_minus_w_sq = torch.log(one_minus_w_sq)
+    lo = hi * 2.0**-50
+    for _ in range(10):
+        mid = torch.sqrt(lo * hi)
+        t_omt = omw - direction * mid  # 1 - t with t = w + direction * mid
+        log_one_minus_t_sq = torch.log((t_omt * (2.0 - t_omt)).clamp_min(1e-300))
+        fallen = -(kappa * direction * mid + a * (log_one_minus_t_sq - log_one_minus_w_sq))
+        past = fallen >= TAIL_LOG
+        hi = torch.where(past, mid, hi)
+        lo = torch.where(past, lo, mid)
+    return hi
+
+
+def marginal_dw_dkappa(dim: int, kappa: Tensor, w: Tensor, one_minus_w: Tensor) -> Tensor:
+    """Implicit reparameterisation derivative :math:`\\partial w / \\partial \\kappa` (float64 inputs)."""
+    kappa, w, omw = torch.broadcast_tensors(kappa, w, one_minus_w)
+    mean = ive_ratio(torch.full_like(kappa, 0.5 * dim - 1.0), kappa)
+    a = 0.5 * (dim - 3)
+    one_plus_w = 2.0 - omw
+    if dim >= 4:  # integrate on the side of w away from the mode t* = kappa / (a + sqrt(a^2 + kappa^2))
+        mode = kappa / (a + torch.sqrt(a * a + kappa * kappa))
+        lower = w <= mode
+    elif dim == 3:  # f increasing: the lower side decays
+        lower = torch.ones_like(w, dtype=torch.bool)
+    else:  # m = 2: f has integrable singularities at both ends; integrate towards the nearer one
+        lower = w < 0
+    side_len = torch.where(lower, one_plus_w, omw)  # |side| = 1 + w (lower) or 1 - w (upper)
+    other_len = torch.where(lower, omw, one_plus_w)
+    s = _truncation_length(dim, kappa, w, omw, side_len, lower)
+    safe_len = side_len.clamp_min(1e-300)
+    u_lo = torch.sqrt((1.0 - s / safe_len).clamp(min=0.0))
+
+    nodes, weights = _gauss_legendre(QUADRATURE_NODES, kappa.device)
+    u = u_lo.unsqueeze(-1) + (1.0 - u_lo).unsqueeze(-1) * nodes  # (..., n)
+    ell = side_len.unsqueeze(-1)
+    one_minus_u_sq = (1.0 - u) * (1.0 + u)
+    sign = torch.where(lower, -1.0, 1.0).to(w).unsqueeze(-1)  # t = sign * (1 - ell u^2)
+    # log of f(t)/f(w) * dt/du, with t = w + sign * ell (1 - u^2):
+    #   kappa (t - w) + a [log((1 - t^2) / (1 - w^2))] + log(2 ell u)
+    #   (1 - t^2)/(1 - w^2) = u^2 (2 - ell u^2) / other_len  and  2 - ell u^2 = other_len + ell (1 - u^2)
+    log_integrand = (
+        sign * kappa.unsqueeze(-1) * ell * one_minus_u_sq
+        + (dim - 2) * torch.log(u)
+        + torch.log(2.0 * ell)
+    )
+    if a != 0:
+        other = other_len.clamp_min(1e-300).unsqueeze(-1)
+        log_integrand = log_integrand + a * (torch.log(other + ell * one_minus_u_sq) - torch.log(other))
+    t = sign * (1.0 - ell * u * u)
+    integrand = (t - mean.unsqueeze(-1)) * torch.exp(log_integrand)
+    integral = (integrand * weights).sum(-1) * (1.0 - u_lo)
+    # lower: dw/dk = -int_{-1}^{w}; upper: dw/dk = +int_{w}^{1}
+    grad = torch.where(lower, -integral, integral)
+    return torch.where(side_len > 0, grad, torch.zeros_like(grad))

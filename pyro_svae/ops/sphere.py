@@ -1,0 +1,94 @@
+"""Geometry of the unit sphere S^{m-1} ⊂ R^m."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from .bessel import ive_ratio, log_ive
+
+__all__ = ["log_sphere_area", "log_vmf_partition", "vmf_mean_resultant"]
+
+
+def _check_dim(dim: int) -> None:
+    if isinstance(dim, bool) or int(dim) != dim or dim < 1:
+        raise ValueError(f"dim must be a positive integer (the ambient dimension m), got {dim!r}")
+
+
+def log_sphere_area(dim: int) -> float:
+    r"""Log surface area of the unit sphere :math:`S^{m-1} \subset \mathbb{R}^m`, with ``dim = m``.
+
+    .. math:: \log |S^{m-1}| = \log 2 + \tfrac{m}{2}\log\pi - \log\Gamma(\tfrac{m}{2})
+
+    Computed in Python double precision (``math.lgamma``), so the value is exact to float64 rounding for
+    every ``dim`` (checked against mpmath up to ``dim = 1e5``); callers cast it once to their dtype.
+    """
+    _check_dim(dim)
+    m = int(dim)
+    return math.log(2.0) + 0.5 * m * math.log(math.pi) - math.lgamma(0.5 * m)
+
+
+#: Below ``kappa^2 / 4 <= m / 2`` the hypergeometric series of :func:`log_vmf_partition` is used; its
+#: truncation error after this many terms is below 1 / 24! ≈ 1.6e-24 relative.
+_SERIES_TERMS = 24
+
+
+def _log_partition_series(v: float, kappa: Tensor) -> Tensor:
+    """log 0F1(; v + 1; kappa^2 / 4) by its power series (float64); accurate where kappa^2/4 <= v + 1."""
+    x = 0.25 * kappa * kappa
+    term = torch.ones_like(kappa)
+    total = torch.zeros_like(kappa)
+    for k in range(1, _SERIES_TERMS + 1):
+        term = term * x / (k * (v + k))
+        total = total + term
+    return torch.log1p(total)
+
+
+class _LogVMFPartition(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, kappa: Tensor, dim: int) -> Tensor:
+        v = 0.5 * dim - 1.0
+        k64 = kappa.to(torch.float64)
+        series = k64 * k64 <= 4.0 * (v + 1.0)
+        # log Γ(v+1) + log I_v(κ) - v log(κ/2), written with the scaled Bessel function.
+        safe = torch.where(series, torch.ones_like(k64), k64)
+        bessel = log_ive(torch.full_like(safe, v), safe) + safe + math.lgamma(v + 1.0)
+        bessel = bessel - v * torch.log(0.5 * safe)
+        out = torch.where(series, _log_partition_series(v, torch.where(series, k64, 0.0)), bessel)
+        ctx.save_for_backward(kappa)
+        ctx.dim = dim
+        return out.to(kappa.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        (kappa,) = ctx.saved_tensors
+        return grad * vmf_mean_resultant(ctx.dim, kappa), None
+
+
+def log_vmf_partition(dim: int, concentration: Tensor) -> Tensor:
+    r"""Log partition function of the von Mises–Fisher distribution relative to the uniform measure.
+
+    .. math:: \ell_m(\kappa) = \log \int_{S^{m-1}} e^{\kappa \mu^\top z}\, dU(z)
+              = \log {}_0F_1(; \tfrac m2; \tfrac{\kappa^2}{4})
+              = \log\Gamma(\tfrac m2) + \log I_{m/2-1}(\kappa) - (\tfrac m2 - 1)\log\tfrac{\kappa}{2}
+
+    so that :math:`\log p_{\mathrm{vMF}}(z) = \kappa\mu^\top z - \ell_m(\kappa) - \log|S^{m-1}|`. It is
+    :math:`O(\kappa^2)` as :math:`\kappa \to 0` (the uniform limit) and is computed there from its power
+    series, without the cancellation of the Bessel form; the derivative is
+    :math:`\ell_m'(\kappa) = A_m(\kappa)` (:func:`vmf_mean_resultant`), implemented as a custom backward.
+    Evaluated in float64 and returned in ``concentration``'s dtype.
+    """
+    _check_dim(dim)
+    return _LogVMFPartition.apply(concentration, int(dim))
+
+
+def vmf_mean_resultant(dim: int, concentration: Tensor) -> Tensor:
+    r"""Mean resultant length :math:`A_m(\kappa) = I_{m/2}(\kappa) / I_{m/2-1}(\kappa) = \mathbb{E}[\mu^\top z]`.
+
+    Differentiable in ``concentration`` (:math:`A_m' = 1 - A_m^2 - (m-1) A_m / \kappa`).
+    """
+    _check_dim(dim)
+    v = torch.full_like(concentration, 0.5 * dim - 1.0)
+    return ive_ratio(v, concentration)
