@@ -63,10 +63,13 @@ class HypersphericalUniform(TorchDistribution):
         return tuple(batch_shape), (int(dim),)
 
     def expand(self, batch_shape, _instance=None):
+        batch_shape = torch.Size(batch_shape)
+        if torch.broadcast_shapes(batch_shape, self.batch_shape) != batch_shape:
+            raise ValueError(f"cannot expand batch shape {tuple(self.batch_shape)} to {tuple(batch_shape)}")
         new = self._get_checked_instance(HypersphericalUniform, _instance)
         new.dim, new.dtype, new.device = self.dim, self.dtype, self.device
         super(HypersphericalUniform, new).__init__(
-            torch.Size(batch_shape), self.event_shape, validate_args=False
+            batch_shape, self.event_shape, validate_args=False
         )
         new._validate_args = self.__dict__.get("_validate_args")
         return new

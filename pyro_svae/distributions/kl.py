@@ -38,6 +38,12 @@ def _expand(value: Tensor, batch_shape: torch.Size) -> Tensor:
     return value.expand(batch_shape) if value.shape != batch_shape else value
 
 
+@register_kl(HypersphericalUniform, HypersphericalUniform)
+def _kl_uniform_uniform(p: HypersphericalUniform, q: HypersphericalUniform) -> Tensor:
+    batch_shape = _check_same_dim(p, q)
+    return torch.zeros(batch_shape, dtype=p.dtype, device=p.device)
+
+
 @register_kl(VonMisesFisher, HypersphericalUniform)
 def _kl_vmf_uniform(p: VonMisesFisher, q: HypersphericalUniform) -> Tensor:
     batch_shape = _check_same_dim(p, q)
