@@ -56,7 +56,9 @@ class HypersphericalUniform(TorchDistribution):
         self.dim = int(dim)
         self.dtype = dtype if dtype is not None else torch.get_default_dtype()
         self.device = torch.device(device) if device is not None else torch.device("cpu")
-        super().__init__(torch.Size(batch_shape), torch.Size([self.dim]), validate_args=validate_args)
+        super().__init__(
+            torch.Size(batch_shape), torch.Size([self.dim]), validate_args=validate_args
+        )
 
     @staticmethod
     def infer_shapes(dim: int, batch_shape: tuple = ()) -> tuple[tuple, tuple]:
@@ -65,7 +67,9 @@ class HypersphericalUniform(TorchDistribution):
     def expand(self, batch_shape, _instance=None):
         batch_shape = torch.Size(batch_shape)
         if torch.broadcast_shapes(batch_shape, self.batch_shape) != batch_shape:
-            raise ValueError(f"cannot expand batch shape {tuple(self.batch_shape)} to {tuple(batch_shape)}")
+            raise ValueError(
+                f"cannot expand batch shape {tuple(self.batch_shape)} to {tuple(batch_shape)}"
+            )
         new = self._get_checked_instance(HypersphericalUniform, _instance)
         new.dim, new.dtype, new.device = self.dim, self.dtype, self.device
         super(HypersphericalUniform, new).__init__(
@@ -98,7 +102,9 @@ class HypersphericalUniform(TorchDistribution):
 
     @property
     def mean(self) -> Tensor:
-        return torch.zeros(self.batch_shape + self.event_shape, dtype=self.dtype, device=self.device)
+        return torch.zeros(
+            self.batch_shape + self.event_shape, dtype=self.dtype, device=self.device
+        )
 
     def __repr__(self) -> str:
         return f"HypersphericalUniform(dim={self.dim}, batch_shape={tuple(self.batch_shape)})"

@@ -29,7 +29,8 @@ class PowerSpherical(TorchDistribution):
     completed with a uniform tangent direction and the pole-safe reflection onto ``loc`` shared with
     :class:`VonMisesFisher`. Unlike the reference implementation (``power_spherical`` package), the
     cosine is drawn through :math:`1 - t \sim \mathrm{Beta}(\beta, \alpha)` so that
-    :math:`\sqrt{1 - w^2}` keeps its precision for large :math:`\kappa`.
+    :math:`\sqrt{1 - w^2}` keeps its precision for large :math:`\kappa`, and the Beta variate is built
+    from two Gamma variates so that its gradient stays finite for :math:`\kappa` up to 1e9.
 
     Example, inside a guide::
 
@@ -91,14 +92,15 @@ class PowerSpherical(TorchDistribution):
 
     def rsample(self, sample_shape: torch.Size = torch.Size()) -> Tensor:
         shape = self._extended_shape(sample_shape)
-        kappa = self.concentration
-        beta = torch.full_like(kappa, self._beta)
-        # 1 - t ~ Beta(beta, alpha) with t = (1 + w) / 2; reparameterised in kappa by torch's Beta.
-        s = torch.distributions.Beta(beta, beta + kappa, validate_args=False).rsample(sample_shape)
-        tiny = torch.finfo(s.dtype).tiny
-        s = s.clamp(tiny, 1.0)
-        w = 1.0 - 2.0 * s
-        sin = 2.0 * torch.sqrt(s * (1.0 - s))
+        kappa = self.concentration.expand(shape[:-1]).to(torch.float64)
+        # 1 - t = G1 / (G1 + G2) ~ Beta(beta, alpha), G1 ~ Gamma(beta), G2 ~ Gamma(alpha), in float64.
+        # Gamma's implicit gradient stays finite and accurate for alpha up to 1e9, where torch's Beta
+        # rsample gradient is NaN in float32 (kappa >= 1e7) and has the wrong sign in float64 (1e9).
+        g1 = torch._standard_gamma(torch.full_like(kappa, self._beta))
+        g2 = torch.distributions.Gamma(self._beta + kappa, torch.ones_like(kappa)).rsample()
+        s = (g1 / (g1 + g2)).clamp_min(torch.finfo(torch.float64).tiny)
+        w = (1.0 - 2.0 * s).to(self.loc.dtype)
+        sin = (2.0 * torch.sqrt(s * (1.0 - s))).to(self.loc.dtype)
         tangent = sample_tangent_directions(shape[:-1], self.dim, self.loc)
         return rotate_from_pole(self.loc, w, sin, tangent)
 

@@ -49,5 +49,7 @@ def rotate_from_pole(loc: Tensor, w: Tensor, sin: Tensor, tangent: Tensor) -> Te
     s = torch.where(loc0 >= 0, -torch.ones_like(loc0), torch.ones_like(loc0))
     u = torch.cat([s - loc0, -loc[..., 1:]], dim=-1)
     u = u / torch.linalg.vector_norm(u, dim=-1, keepdim=True)
-    y = torch.cat([(s * w.unsqueeze(-1)).expand(tangent.shape[:-1] + (1,)), sin.unsqueeze(-1) * tangent], -1)
+    y = torch.cat(
+        [(s * w.unsqueeze(-1)).expand((*tangent.shape[:-1], 1)), sin.unsqueeze(-1) * tangent], -1
+    )
     return y - 2.0 * u * (u * y).sum(-1, keepdim=True)

@@ -32,7 +32,7 @@ def broadcast_loc_and_scalar(loc: Tensor, scalar, name: str) -> tuple[Tensor, Te
     elif not isinstance(scalar, Tensor):
         raise ValueError(f"{name} must be a number or a torch.Tensor, got {type(scalar)}")
     batch = loc.shape[:-1]
-    if scalar.dim() > 0 and scalar.shape == batch + (1,) and batch[-1:] != (1,):
+    if scalar.dim() > 0 and scalar.shape == (*batch, 1) and batch[-1:] != (1,):
         raise ValueError(
             f"{name} must have shape batch_shape = {tuple(batch)} (no trailing singleton), "
             f"got {tuple(scalar.shape)}; use {name}.squeeze(-1)"

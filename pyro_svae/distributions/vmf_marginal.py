@@ -63,7 +63,9 @@ def _gauss_legendre(n: int, device: torch.device) -> tuple[Tensor, Tensor]:
 
 def _sample_circle(kappa: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """m = 2: von Mises angle theta; returns (w, 1 - w, sign(theta))."""
-    theta = torch.distributions.VonMises(torch.zeros_like(kappa), kappa, validate_args=False).sample()
+    theta = torch.distributions.VonMises(
+        torch.zeros_like(kappa), kappa, validate_args=False
+    ).sample()
     half = torch.sin(0.5 * theta)
     return torch.cos(theta), 2.0 * half * half, torch.where(theta < 0, -1.0, 1.0).to(kappa)
 
@@ -177,7 +179,9 @@ def _truncation_length(dim: int, kappa: Tensor, w: Tensor, omw: Tensor, side_len
     logarithmic singularity at t = -/+1, where Newton's method stalls) brings the bound within 4 % of the
     root, always from above, so the truncation error stays below exp(-TAIL_LOG).
     """
-    if dim == 2:  # f ∝ e^{kappa t} (1-t^2)^{-1/2}: the exponential sets the decay of the lower side;
+    if (
+        dim == 2
+    ):  # f ∝ e^{kappa t} (1-t^2)^{-1/2}: the exponential sets the decay of the lower side;
         # the upper side (w >= 0) is integrated whole, its singularity being removed by the substitution.
         return torch.where(lower, torch.minimum(side_len, TAIL_LOG / kappa), side_len)
     a = 0.5 * (dim - 3)
@@ -207,7 +211,9 @@ def marginal_dw_dkappa(dim: int, kappa: Tensor, w: Tensor, one_minus_w: Tensor) 
     mean = ive_ratio(torch.full_like(kappa, 0.5 * dim - 1.0), kappa)
     a = 0.5 * (dim - 3)
     one_plus_w = 2.0 - omw
-    if dim >= 4:  # integrate on the side of w away from the mode t* = kappa / (a + sqrt(a^2 + kappa^2))
+    if (
+        dim >= 4
+    ):  # integrate on the side of w away from the mode t* = kappa / (a + sqrt(a^2 + kappa^2))
         mode = kappa / (a + torch.sqrt(a * a + kappa * kappa))
         lower = w <= mode
     elif dim == 3:  # f increasing: the lower side decays
@@ -235,7 +241,9 @@ def marginal_dw_dkappa(dim: int, kappa: Tensor, w: Tensor, one_minus_w: Tensor) 
     )
     if a != 0:
         other = other_len.clamp_min(1e-300).unsqueeze(-1)
-        log_integrand = log_integrand + a * (torch.log(other + ell * one_minus_u_sq) - torch.log(other))
+        log_integrand = log_integrand + a * (
+            torch.log(other + ell * one_minus_u_sq) - torch.log(other)
+        )
     t = sign * (1.0 - ell * u * u)
     integrand = (t - mean.unsqueeze(-1)) * torch.exp(log_integrand)
     integral = (integrand * weights).sum(-1) * (1.0 - u_lo)

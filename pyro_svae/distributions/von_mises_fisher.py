@@ -146,13 +146,17 @@ class VonMisesFisher(TorchDistribution):
         kappa = self.concentration.to(torch.float64)
         cosine = (value.to(torch.float64) * self.loc.to(torch.float64)).sum(-1)
         # kappa (mu^T z - 1) - (l(kappa) - kappa): no cancellation between terms of size kappa.
-        log_density = kappa * (cosine - 1.0) - (log_vmf_partition(self.dim, kappa) - kappa)
+        log_density = kappa * (cosine - 1.0) - log_vmf_partition(self.dim, kappa, scaled=True)
         return (log_density - log_sphere_area(self.dim)).to(value.dtype)
 
     def kl_to_uniform(self) -> Tensor:
         """:math:`\\mathrm{KL}(\\mathrm{vMF} \\,\\|\\, U) = \\kappa A_m(\\kappa) - \\ell_m(\\kappa)`, shape ``batch_shape``."""
         kappa = self.concentration.to(torch.float64)
-        kl = kappa * vmf_mean_resultant(self.dim, kappa) - log_vmf_partition(self.dim, kappa)
+        a = vmf_mean_resultant(self.dim, kappa)
+        # Small kappa: both terms are O(kappa^2). Large kappa: kappa (A - 1) - (l - kappa), both O(log kappa).
+        small = kappa * a - log_vmf_partition(self.dim, kappa)
+        large = kappa * (a - 1.0) - log_vmf_partition(self.dim, kappa, scaled=True)
+        kl = torch.where(kappa <= 1.0, small, large)
         return kl.to(self.concentration.dtype)
 
     def entropy(self) -> Tensor:

@@ -48,26 +48,34 @@ def _log_partition_series(v: float, kappa: Tensor) -> Tensor:
 
 class _LogVMFPartition(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, kappa: Tensor, dim: int) -> Tensor:
+    def forward(ctx, kappa: Tensor, dim: int, scaled: bool) -> Tensor:
         v = 0.5 * dim - 1.0
         k64 = kappa.to(torch.float64)
         series = k64 * k64 <= 4.0 * (v + 1.0)
-        # log Γ(v+1) + log I_v(κ) - v log(κ/2), written with the scaled Bessel function.
+        # log Γ(v+1) + log I_v(κ) - v log(κ/2) - [κ if scaled], written with the scaled Bessel function.
         safe = torch.where(series, torch.ones_like(k64), k64)
-        bessel = log_ive(torch.full_like(safe, v), safe) + safe + math.lgamma(v + 1.0)
+        bessel = log_ive(torch.full_like(safe, v), safe) + math.lgamma(v + 1.0)
         bessel = bessel - v * torch.log(0.5 * safe)
-        out = torch.where(series, _log_partition_series(v, torch.where(series, k64, 0.0)), bessel)
+        if not scaled:
+            bessel = bessel + safe
+        small = _log_partition_series(v, torch.where(series, k64, 0.0))
+        if scaled:
+            small = small - k64
+        out = torch.where(series, small, bessel)
         ctx.save_for_backward(kappa)
-        ctx.dim = dim
+        ctx.dim, ctx.scaled = dim, scaled
         return out.to(kappa.dtype)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
         (kappa,) = ctx.saved_tensors
-        return grad * vmf_mean_resultant(ctx.dim, kappa), None
+        derivative = vmf_mean_resultant(ctx.dim, kappa)
+        if ctx.scaled:
+            derivative = derivative - 1.0
+        return grad * derivative, None, None
 
 
-def log_vmf_partition(dim: int, concentration: Tensor) -> Tensor:
+def log_vmf_partition(dim: int, concentration: Tensor, *, scaled: bool = False) -> Tensor:
     r"""Log partition function of the von Mises–Fisher distribution relative to the uniform measure.
 
     .. math:: \ell_m(\kappa) = \log \int_{S^{m-1}} e^{\kappa \mu^\top z}\, dU(z)
@@ -78,10 +86,12 @@ def log_vmf_partition(dim: int, concentration: Tensor) -> Tensor:
     :math:`O(\kappa^2)` as :math:`\kappa \to 0` (the uniform limit) and is computed there from its power
     series, without the cancellation of the Bessel form; the derivative is
     :math:`\ell_m'(\kappa) = A_m(\kappa)` (:func:`vmf_mean_resultant`), implemented as a custom backward.
+    With ``scaled=True`` it returns :math:`\ell_m(\kappa) - \kappa` without forming
+    :math:`\ell_m(\kappa)` first, which keeps full precision for large :math:`\kappa`.
     Evaluated in float64 and returned in ``concentration``'s dtype.
     """
     _check_dim(dim)
-    return _LogVMFPartition.apply(concentration, int(dim))
+    return _LogVMFPartition.apply(concentration, int(dim), bool(scaled))
 
 
 def vmf_mean_resultant(dim: int, concentration: Tensor) -> Tensor:
