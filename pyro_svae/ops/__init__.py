@@ -1,7 +1,7 @@
 """Torch-native special functions and sphere geometry."""
 
 from .bessel import ive_ratio, log_iv, log_ive
-from .sphere import log_sphere_area, log_vmf_partition, vmf_mean_resultant
+from .sphere import log_sphere_area, log_vmf_partition, safe_normalize, vmf_mean_resultant
 
 __all__ = [
     "ive_ratio",
@@ -9,5 +9,6 @@ __all__ = [
     "log_ive",
     "log_sphere_area",
     "log_vmf_partition",
+    "safe_normalize",
     "vmf_mean_resultant",
 ]

@@ -9,7 +9,7 @@ from torch import Tensor
 
 from .bessel import ive_ratio, log_ive
 
-__all__ = ["log_sphere_area", "log_vmf_partition", "vmf_mean_resultant"]
+__all__ = ["log_sphere_area", "log_vmf_partition", "safe_normalize", "vmf_mean_resultant"]
 
 
 def _check_dim(dim: int) -> None:
@@ -102,3 +102,20 @@ def vmf_mean_resultant(dim: int, concentration: Tensor) -> Tensor:
     _check_dim(dim)
     v = torch.full_like(concentration, 0.5 * dim - 1.0)
     return ive_ratio(v, concentration)
+
+
+def safe_normalize(x: Tensor) -> Tensor:
+    r"""Project ``x`` onto the unit sphere along its last dimension, with finite values and gradients at 0.
+
+    Vectors with :math:`\|x\| < \epsilon` (:math:`\epsilon` the dtype's machine epsilon) are first moved
+    by :math:`\epsilon e_1`, so the zero vector maps to :math:`e_1` and every gradient is finite (bounded by
+    :math:`1/\epsilon` times the incoming gradient); elsewhere this is exactly :math:`x / \|x\|`.
+    (``pyro.ops.tensor_utils.safe_normalize`` returns :math:`e_1` at zero too, but its gradient there is
+    not finite.)
+    """
+    eps = torch.finfo(x.dtype).eps
+    square_norm = (x * x).sum(-1, keepdim=True)
+    nudge = torch.zeros_like(x)
+    nudge[..., 0] = eps
+    x = torch.where(square_norm < eps * eps, x + nudge, x)
+    return x / torch.sqrt((x * x).sum(-1, keepdim=True))

@@ -6,7 +6,7 @@ import mpmath
 import pytest
 import torch
 
-from pyro_svae.ops import log_sphere_area, log_vmf_partition, vmf_mean_resultant
+from pyro_svae.ops import log_sphere_area, log_vmf_partition, safe_normalize, vmf_mean_resultant
 
 
 @pytest.mark.parametrize("dim", [1, 2, 3, 10, 1000, 100000])
@@ -60,3 +60,14 @@ def test_mean_resultant_small_and_large_kappa():
         assert small == pytest.approx(1e-8 / dim, rel=1e-10)
         large = vmf_mean_resultant(dim, torch.tensor(1e7, dtype=torch.float64)).item()
         assert 1 - large == pytest.approx((dim - 1) / 2e7, rel=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_safe_normalize(dtype):
+    x = torch.zeros(3, 5, dtype=dtype, requires_grad=True)
+    y = safe_normalize(x)
+    torch.testing.assert_close(y.detach(), torch.eye(5, dtype=dtype)[0].expand(3, 5))
+    (y * torch.randn(3, 5, dtype=dtype)).sum().backward()
+    assert torch.isfinite(x.grad).all()
+    v = torch.randn(100, 5, dtype=dtype) * torch.logspace(-3, 3, 100, dtype=dtype).unsqueeze(-1)
+    torch.testing.assert_close(safe_normalize(v), torch.nn.functional.normalize(v, dim=-1))

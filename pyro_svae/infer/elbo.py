@@ -1,0 +1,202 @@
+r"""The training objective: an ELBO with β scaling, KL warm-up and capacity annealing.
+
+With reconstruction term :math:`R = \mathbb{E}_q[\log p(x \mid z)]` and :math:`\mathrm{KL}` the divergence
+of the guide from the prior (both summed over the data set, minibatches scaled by their plates), the loss
+minimised by :class:`pyro.infer.SVI` is
+
+.. math::
+    \mathcal{L} = -R + w_t\,\beta\,\mathrm{KL}
+    \qquad\text{or, with a capacity schedule,}\qquad
+    \mathcal{L} = -R + w_t\,\beta\,N\,\bigl|\mathrm{KL}/N - C_t\bigr|,
+
+where :math:`w_t = \min(1, t / T_{\mathrm{warm}})` is the linear KL warm-up, :math:`C_t` rises linearly from
+:math:`C_{\min}` to :math:`C_{\max}` nats per data point over :math:`T_C` steps (Burgess et al. 2018, used by
+the ΔVAE), :math:`N` is the size of the ``"data"`` plate and :math:`t` counts calls of
+:meth:`AnnealedELBO.loss_and_grads`, i.e. SVI steps (:meth:`AnnealedELBO.set_step` restores it on resume).
+With ``beta=1`` and no schedule the loss is the negative ELBO.
+
+The KL of a latent site is analytic when a KL is registered for its (guide, prior) pair and Monte Carlo
+(:math:`\log q(z) - \log p(z)` at the sample) otherwise; ``kl="analytic"`` makes a missing closed form an
+error and ``kl="mc"`` forces Monte Carlo.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from pyro.distributions.kl import kl_divergence
+from pyro.distributions.util import scale_and_mask
+from pyro.infer import Trace_ELBO
+from pyro.infer.util import torch_item
+from pyro.util import warn_if_nan
+
+__all__ = ["AnnealedELBO", "CapacitySchedule", "ELBOTerms"]
+
+KL_MODES = ("auto", "analytic", "mc")
+
+
+@dataclass(frozen=True)
+class CapacitySchedule:
+    """Capacity :math:`C_t`, in nats per data point, rising linearly from ``c_min`` to ``c_max`` over ``steps``."""
+
+    c_min: float
+    c_max: float
+    steps: int
+
+    def __post_init__(self) -> None:
+        if self.steps < 0 or self.c_min < 0 or self.c_max < 0:
+            raise ValueError(f"capacity needs c_min, c_max >= 0 and steps >= 0, got {self}")
+
+    def __call__(self, step: int) -> float:
+        if self.steps == 0:
+            return self.c_max
+        return self.c_min + (self.c_max - self.c_min) * min(1.0, step / self.steps)
+
+
+@dataclass(frozen=True)
+class ELBOTerms:
+    """Per-call values (floats, summed over the data set): reconstruction, KL and the weighted loss."""
+
+    reconstruction: float
+    kl: float
+    loss: float
+    kl_weight: float
+    capacity: float | None
+
+
+class AnnealedELBO(Trace_ELBO):
+    """A mean-field ELBO (as :class:`pyro.infer.TraceMeanField_ELBO`) with β, warm-up and capacity.
+
+    :param float beta: weight of the KL term (β-VAE).
+    :param int warmup_steps: length of the linear KL warm-up in SVI steps (0: none).
+    :param CapacitySchedule capacity: optional capacity schedule; the KL term becomes
+        :math:`\\beta N |KL/N - C_t|`.
+    :param str kl: ``"auto"`` (analytic when registered), ``"analytic"`` or ``"mc"``.
+    :param str data_plate: name of the plate over data points (for :math:`N`).
+
+    Other keyword arguments (``num_particles``, ``vectorize_particles``, ``max_plate_nesting``) are
+    :class:`pyro.infer.Trace_ELBO`'s. :attr:`last_terms` holds the :class:`ELBOTerms` of the latest call.
+    """
+
+    def __init__(
+        self,
+        *,
+        beta: float = 1.0,
+        warmup_steps: int = 0,
+        capacity: CapacitySchedule | None = None,
+        kl: str = "auto",
+        data_plate: str = "data",
+        **kwargs,
+    ) -> None:
+        if beta < 0:
+            raise ValueError(f"beta must be >= 0, got {beta}")
+        if warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
+        if kl not in KL_MODES:
+            raise ValueError(f"kl must be one of {KL_MODES}, got {kl!r}")
+        super().__init__(**kwargs)
+        self.beta = float(beta)
+        self.warmup_steps = int(warmup_steps)
+        self.capacity = capacity
+        self.kl_mode = kl
+        self.data_plate = data_plate
+        self.step = 0
+        self.last_terms: ELBOTerms | None = None
+
+    # -- schedule ------------------------------------------------------------------------------
+
+    def set_step(self, step: int) -> None:
+        """Set the step counter that drives the schedules (e.g. when resuming a run)."""
+        self.step = int(step)
+
+    def kl_weight(self) -> float:
+        """:math:`w_t \\beta` at the current step."""
+        warm = 1.0 if self.warmup_steps == 0 else min(1.0, self.step / self.warmup_steps)
+        return self.beta * warm
+
+    def current_capacity(self) -> float | None:
+        """:math:`C_t` at the current step, or ``None`` without a capacity schedule."""
+        return None if self.capacity is None else self.capacity(self.step)
+
+    # -- terms ---------------------------------------------------------------------------------
+
+    def _site_kl(self, model_site, guide_site) -> torch.Tensor:
+        if self.kl_mode != "mc":
+            try:
+                kl = kl_divergence(guide_site["fn"], model_site["fn"])
+            except NotImplementedError:
+                if self.kl_mode == "analytic":
+                    raise NotImplementedError(
+                        f"no closed-form KL for site {guide_site['name']!r}: "
+                        f"{type(guide_site['fn']).__name__} -> {type(model_site['fn']).__name__}; "
+                        "use kl='auto' or kl='mc'"
+                    ) from None
+            else:
+                return scale_and_mask(kl, scale=guide_site["scale"], mask=guide_site["mask"]).sum()
+        return model_site["log_prob_sum"].neg() + guide_site["log_prob_sum"]
+
+    def _num_data(self, model_trace) -> int:
+        for site in model_trace.nodes.values():
+            if site["type"] == "sample":
+                for frame in site["cond_indep_stack"]:
+                    if frame.name == self.data_plate:  # full_size: the data set, not the minibatch
+                        return frame.full_size if frame.full_size is not None else frame.size
+        raise ValueError(
+            f"capacity annealing needs a plate named {self.data_plate!r} over the data"
+        )
+
+    def _terms_particle(self, model_trace, guide_trace):
+        reconstruction, kl = 0.0, 0.0
+        for name, model_site in model_trace.nodes.items():
+            if model_site["type"] != "sample":
+                continue
+            if model_site["is_observed"]:
+                reconstruction = reconstruction + model_site["log_prob_sum"]
+            else:
+                kl = kl + self._site_kl(model_site, guide_trace.nodes[name])
+        return reconstruction, kl
+
+    def _surrogate(self, model_trace, guide_trace):
+        reconstruction, kl = self._terms_particle(model_trace, guide_trace)
+        weight = self.kl_weight()
+        capacity = self.current_capacity()
+        if capacity is None:
+            penalty = weight * kl
+        else:
+            n = self._num_data(model_trace)
+            penalty = weight * n * torch.abs(kl / n - capacity)
+        return -reconstruction + penalty, reconstruction, kl
+
+    # -- Pyro ELBO interface ---------------------------------------------------------------------
+
+    def _mean_over_particles(self, model, guide, args, kwargs):
+        total = recon_total = kl_total = 0.0
+        for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
+            surrogate, reconstruction, kl = self._surrogate(model_trace, guide_trace)
+            total = total + surrogate / self.num_particles
+            recon_total = recon_total + reconstruction / self.num_particles
+            kl_total = kl_total + kl / self.num_particles
+        warn_if_nan(total, "loss")
+        self.last_terms = ELBOTerms(
+            reconstruction=torch_item(recon_total),
+            kl=torch_item(kl_total),
+            loss=torch_item(total),
+            kl_weight=self.kl_weight(),
+            capacity=self.current_capacity(),
+        )
+        return total
+
+    def differentiable_loss(self, model, guide, *args, **kwargs):
+        return self._mean_over_particles(model, guide, args, kwargs)
+
+    def loss(self, model, guide, *args, **kwargs) -> float:
+        with torch.no_grad():
+            return torch_item(self._mean_over_particles(model, guide, args, kwargs))
+
+    def loss_and_grads(self, model, guide, *args, **kwargs) -> float:
+        surrogate = self._mean_over_particles(model, guide, args, kwargs)
+        if torch.is_tensor(surrogate) and surrogate.requires_grad:
+            surrogate.backward()
+        self.step += 1
+        return torch_item(surrogate)

@@ -1,0 +1,304 @@
+r"""Variational autoencoders with spherical, product-of-spheres and Gaussian latent spaces.
+
+The model and guide are plain Pyro functions:
+
+.. code-block:: python
+
+    vae = VAE("vmf:4,4", data_dim=784)          # S^4 x S^4, uniform prior on each factor
+    svi = SVI(vae.model, vae.guide, Adam({"lr": 1e-3}), TraceMeanField_ELBO())
+    svi.step(x_batch, num_data=50000)
+
+* ``pyro.module`` registers the networks; ``pyro.plate("data", N, subsample=...)`` scales a minibatch to
+  the data set; each latent *group* of the spec (a run of equal factors, see
+  :meth:`pyro_svae.latent_spec.LatentSpec.groups`) is one ``pyro.sample`` site; a group of ``K > 1`` equal
+  spheres sits in ``pyro.plate("<site>_factors", K)`` with one concentration per factor;
+* sites are named ``"z"`` for a single group and ``"z_0", "z_1", ...`` otherwise; the observation is ``"x"``;
+* the sphere priors are uniform, the Gaussian prior standard normal, and every (posterior, prior) pair has
+  a registered KL, so ``TraceMeanField_ELBO`` is analytic.
+
+Plate dimensions: ``"data"`` is ``dim=-1`` and the factor plates ``dim=-2``, so a latent site of a group of
+``K`` factors has batch shape ``(K, N)``; ``max_plate_nesting = 2``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pyro
+import pyro.distributions as dist
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from pyro_svae.distributions import HypersphericalUniform, PowerSpherical, VonMisesFisher
+from pyro_svae.latent_spec import LatentGroup, LatentSpec, parse_latent_spec
+from pyro_svae.nn import make_networks
+from pyro_svae.ops import safe_normalize
+
+__all__ = ["LIKELIHOODS", "VAE"]
+
+LIKELIHOODS = ("bernoulli", "gaussian")
+#: log-scale floor of the Gaussian likelihood (pixels in [0, 1])
+_MIN_LOG_SCALE = -5.0
+
+
+def _diffusion_class():
+    from pyro_svae.distributions.diffusion import SphericalDiffusion
+
+    return SphericalDiffusion
+
+
+def _concat_latents(parts: list[Tensor]) -> Tensor:
+    """Concatenate per-group latents along the last dim after broadcasting their batch dims."""
+    batch = torch.broadcast_shapes(*(p.shape[:-1] for p in parts))
+    return torch.cat([p.expand(*batch, p.shape[-1]) for p in parts], dim=-1)
+
+
+class _GroupHead(nn.Module):
+    """Linear head producing the posterior parameters of one latent group from encoder features."""
+
+    def __init__(self, group: LatentGroup, in_features: int, covariance: str) -> None:
+        super().__init__()
+        self.group = group
+        d = group.ambient_dim
+        if group.family == "normal":
+            self.covariance = covariance
+            n_scale = d * (d + 1) // 2 if covariance == "full" else d
+            self.linear = nn.Linear(in_features, d + n_scale)
+        else:
+            self.linear = nn.Linear(in_features, group.count * (d + 1))
+
+    def forward(self, h: Tensor) -> tuple[Tensor, Tensor]:
+        out = self.linear(h)
+        g = self.group
+        if g.family == "normal":
+            return out[..., : g.ambient_dim], out[..., g.ambient_dim :]
+        out = out.reshape(*h.shape[:-1], g.count, g.ambient_dim + 1)
+        return out[..., :-1], out[..., -1]
+
+
+class VAE(nn.Module):
+    r"""A VAE whose latent space is given by a latent spec such as ``"vmf:4,4"`` or ``"normal:10"``.
+
+    :param latent: a latent spec string (see :func:`pyro_svae.latent_spec.parse_latent_spec`) or
+        :class:`~pyro_svae.latent_spec.LatentSpec`.
+    :param int data_dim: dimension of a flattened data point (784 for MNIST).
+    :param hidden: encoder hidden sizes; the decoder mirrors them (default ``(256, 128)`` as in the papers).
+    :param str arch: ``"mlp"`` or ``"conv"`` (needs ``image_shape``).
+    :param image_shape: ``(channels, height, width)`` of a data point, for ``arch="conv"`` and plots.
+    :param str likelihood: ``"bernoulli"`` (binary data) or ``"gaussian"`` (grey data in [0, 1], per-pixel
+        mean and scale from the decoder).
+    :param float min_concentration: floor added to ``softplus`` for vMF / Power Spherical concentrations.
+    :param str covariance: ``"diag"`` or ``"full"`` for Gaussian posteriors.
+    :param float min_diffusion_time: floor added to ``softplus`` for diffusion times.
+    :param diffusion_steps: ``None`` for the exact diffusion sampler, or the number of random-walk steps.
+    :param str name: prefix of the ``pyro.module`` name.
+    """
+
+    max_plate_nesting = 2
+
+    def __init__(
+        self,
+        latent: str | LatentSpec,
+        data_dim: int,
+        *,
+        hidden: Sequence[int] = (256, 128),
+        arch: str = "mlp",
+        image_shape: Sequence[int] | None = None,
+        likelihood: str = "bernoulli",
+        min_concentration: float = 1.0,
+        covariance: str = "diag",
+        min_diffusion_time: float = 1e-4,
+        diffusion_steps: int | None = None,
+        name: str = "vae",
+    ) -> None:
+        super().__init__()
+        if likelihood not in LIKELIHOODS:
+            raise ValueError(f"likelihood must be one of {LIKELIHOODS}, got {likelihood!r}")
+        if covariance not in ("diag", "full"):
+            raise ValueError(f"covariance must be 'diag' or 'full', got {covariance!r}")
+        if min_concentration < 0 or min_diffusion_time <= 0:
+            raise ValueError("min_concentration must be >= 0 and min_diffusion_time > 0")
+        self.spec = parse_latent_spec(latent)
+        self.groups = self.spec.groups()
+        self.data_dim = int(data_dim)
+        self.image_shape = tuple(image_shape) if image_shape is not None else None
+        self.likelihood = likelihood
+        self.min_concentration = float(min_concentration)
+        self.min_diffusion_time = float(min_diffusion_time)
+        self.covariance = covariance
+        self.diffusion_steps = diffusion_steps
+        self.name = name
+        self.encoder, self.decoder = make_networks(
+            arch,
+            data_dim=self.data_dim,
+            latent_dim=self.spec.ambient_dim,
+            decoder_outputs=2 if likelihood == "gaussian" else 1,
+            hidden=hidden,
+            image_shape=image_shape,
+        )
+        self.heads = nn.ModuleList(
+            [_GroupHead(g, self.encoder.out_features, covariance) for g in self.groups]
+        )
+        self.site_names = (
+            ("z",) if len(self.groups) == 1 else tuple(f"z_{i}" for i in range(len(self.groups)))
+        )
+
+    # ------------------------------------------------------------------------------------------
+    # Distributions
+    # ------------------------------------------------------------------------------------------
+
+    def _posterior(self, group: LatentGroup, raw_loc: Tensor, raw_scale: Tensor):
+        if group.family == "normal":
+            if self.covariance == "full":
+                d = group.ambient_dim
+                tril = torch.zeros(*raw_loc.shape, d, dtype=raw_loc.dtype, device=raw_loc.device)
+                rows, cols = torch.tril_indices(d, d, device=raw_loc.device)
+                tril[..., rows, cols] = raw_scale
+                diag = F.softplus(torch.diagonal(tril, dim1=-2, dim2=-1)) + 1e-5
+                tril = tril.tril(-1) + torch.diag_embed(diag)
+                return dist.MultivariateNormal(raw_loc, scale_tril=tril)
+            return dist.Normal(raw_loc, F.softplus(raw_scale) + 1e-5).to_event(1)
+        # (N, K, m) -> (K, N, m) for the factor plate at dim=-2; (N, m) when K == 1
+        loc = safe_normalize(raw_loc)
+        if group.count > 1:
+            loc, raw_scale = loc.transpose(0, 1), raw_scale.transpose(0, 1)
+        else:
+            loc, raw_scale = loc.squeeze(-2), raw_scale.squeeze(-1)
+        if group.family == "diffusion":
+            time = F.softplus(raw_scale) + self.min_diffusion_time
+            return _diffusion_class()(loc, time, steps=self.diffusion_steps)
+        concentration = F.softplus(raw_scale) + self.min_concentration
+        cls = VonMisesFisher if group.family == "vmf" else PowerSpherical
+        return cls(loc, concentration)
+
+    def _prior(self, group: LatentGroup, like: Tensor):
+        d = group.ambient_dim
+        if group.family == "normal":
+            zeros = like.new_zeros(d)
+            if self.covariance == "full":
+                return dist.MultivariateNormal(
+                    zeros, scale_tril=torch.eye(d, dtype=like.dtype, device=like.device)
+                )
+            return dist.Normal(zeros, 1.0).to_event(1)
+        return HypersphericalUniform(d, dtype=like.dtype, device=like.device)
+
+    def posteriors(self, x: Tensor) -> list:
+        """The guide's distribution of every latent site for data ``x`` (no Pyro side effects)."""
+        h = self.encoder(x)
+        return [
+            self._posterior(g, *head(h)) for g, head in zip(self.groups, self.heads, strict=True)
+        ]
+
+    # ------------------------------------------------------------------------------------------
+    # Pyro model and guide
+    # ------------------------------------------------------------------------------------------
+
+    def _data_plate(self, x: Tensor, num_data: int | None, subsample: Tensor | None):
+        n = x.shape[0]
+        if subsample is None and num_data is not None and num_data != n:
+            subsample = torch.arange(
+                n, device=x.device
+            )  # any length-n index: only the N/n scale matters
+        return pyro.plate(
+            "data", num_data if num_data is not None else n, subsample=subsample, dim=-1
+        )
+
+    def _factor_plate(self, index: int, group: LatentGroup):
+        return pyro.plate(f"{self.site_names[index]}_factors", group.count, dim=-2)
+
+    def sample_latents(
+        self, prior: bool, fns: list | None = None, like: Tensor | None = None
+    ) -> Tensor:
+        """Emit one ``pyro.sample`` per latent group (inside the caller's data plate) and return the
+        decoder input ``(N, ambient_dim)``: priors if ``prior`` else the given posterior ``fns``."""
+        parts = []
+        for i, group in enumerate(self.groups):
+            fn = self._prior(group, like) if prior else fns[i]
+            if group.family != "normal" and group.count > 1:
+                with self._factor_plate(i, group):
+                    z = pyro.sample(self.site_names[i], fn)
+                # (..., K, N, m) -> (..., 1, N, K*m): the factor-plate slot stays, as a singleton
+                parts.append(z.movedim(-3, -2).flatten(-2).unsqueeze(-3))
+            else:
+                parts.append(pyro.sample(self.site_names[i], fn))
+        return _concat_latents(parts)
+
+    def decode(self, z: Tensor) -> Tensor:
+        """Decoder output for latents ``z (..., N, ambient_dim)``: logits, or (mean, log-scale) stacked."""
+        out = self.decoder(z.reshape(-1, z.shape[-1]))
+        return out.reshape(*z.shape[:-1], out.shape[-1])
+
+    def likelihood_dist(self, decoded: Tensor):
+        """The observation distribution (event dim 1) for a decoder output."""
+        if self.likelihood == "bernoulli":
+            return dist.Bernoulli(logits=decoded, validate_args=False).to_event(1)
+        mean, log_scale = decoded[..., : self.data_dim], decoded[..., self.data_dim :]
+        scale = torch.exp(log_scale.clamp(min=_MIN_LOG_SCALE))
+        return dist.Normal(torch.sigmoid(mean), scale).to_event(1)
+
+    def model(
+        self, x: Tensor, *, num_data: int | None = None, subsample: Tensor | None = None
+    ) -> Tensor:
+        """Generative model ``p(x | z) p(z)``; ``num_data`` (the data set size) scales a minibatch."""
+        pyro.module(self.name, self)
+        with self._data_plate(x, num_data, subsample):
+            z = self.sample_latents(prior=True, like=x)
+            decoded = self.decode(z)
+            pyro.sample("x", self.likelihood_dist(decoded), obs=x)
+        return decoded
+
+    def guide(
+        self, x: Tensor, *, num_data: int | None = None, subsample: Tensor | None = None
+    ) -> Tensor:
+        """Amortised posterior ``q(z | x)``."""
+        pyro.module(self.name, self)
+        fns = self.posteriors(x)
+        with self._data_plate(x, num_data, subsample):
+            return self.sample_latents(prior=False, fns=fns)
+
+    # ------------------------------------------------------------------------------------------
+    # Conveniences
+    # ------------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def posterior_mean_features(self, x: Tensor) -> list[Tensor]:
+        """Per factor, the posterior mode direction (spheres) or mean (Gaussians), shape ``(N, m)``."""
+        feats = []
+        for group, fn in zip(self.groups, self.posteriors(x), strict=True):
+            if group.family == "normal":
+                feats.append(fn.mean)
+            elif group.count > 1:
+                feats.extend(fn.loc.transpose(0, 1).unbind(1))
+            else:
+                feats.append(fn.loc)
+        return feats
+
+    @torch.no_grad()
+    def reconstruct(self, x: Tensor) -> Tensor:
+        """Mean reconstruction of ``x`` from one posterior sample, shape ``(N, data_dim)``."""
+        z = torch.cat(
+            [
+                (
+                    fn.rsample().transpose(0, 1).flatten(-2)
+                    if g.family != "normal" and g.count > 1
+                    else fn.rsample()
+                )
+                for g, fn in zip(self.groups, self.posteriors(x), strict=True)
+            ],
+            dim=-1,
+        )
+        return self.likelihood_dist(self.decode(z)).base_dist.mean
+
+    @torch.no_grad()
+    def generate(self, num_samples: int) -> Tensor:
+        """Mean images decoded from ``num_samples`` prior draws, shape ``(num_samples, data_dim)``."""
+        like = next(self.parameters())
+        parts = []
+        for g in self.groups:
+            prior = self._prior(g, like)
+            shape = (
+                (num_samples, g.count) if g.family != "normal" and g.count > 1 else (num_samples,)
+            )
+            parts.append(prior.sample(shape).reshape(num_samples, -1))
+        return self.likelihood_dist(self.decode(torch.cat(parts, -1))).base_dist.mean
