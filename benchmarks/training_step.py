@@ -1,0 +1,110 @@
+"""Cost of one Pyro SVI training step against a hand-written PyTorch loop of the same VAE.
+
+Both loops train the same network (MLP 784-256-128, a vMF or product-of-vMF posterior, uniform prior,
+Bernoulli likelihood) with Adam on the same minibatches; the PyTorch loop computes the negative ELBO
+directly (reconstruction + analytic KL) and calls ``torch.optim.Adam``. Steps are timed side by side,
+interleaved, with a fixed thread count; the table reports medians and the ratio Pyro / PyTorch (goal:
+at most 1.3).
+
+Run::
+
+    python benchmarks/training_step.py --latent vmf:4,4 vmf:9 --batch-size 100 --steps 200 --threads 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import pyro
+import torch
+from pyro.infer import SVI
+from pyro.optim import Adam
+from torch.distributions import kl_divergence
+
+from pyro_svae.infer import AnnealedELBO
+from pyro_svae.models import VAE
+
+
+def _plain_loss(vae: VAE, x: torch.Tensor, num_data: int) -> torch.Tensor:
+    """Negative ELBO written directly with torch: the same computation SVI performs."""
+    fns = vae.posteriors(x)
+    parts, kl = [], 0.0
+    for group, fn in zip(vae.groups, fns, strict=True):
+        z = fn.rsample()
+        parts.append(z.movedim(-3, -2).flatten(-2) if group.count > 1 else z)
+        kl = kl + kl_divergence(fn, vae._prior(group, x)).sum()
+    logits = vae.decode(torch.cat(parts, -1))
+    log_lik = -torch.nn.functional.binary_cross_entropy_with_logits(logits, x, reduction="sum")
+    return (num_data / x.shape[0]) * (kl - log_lik)
+
+
+def _time(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def benchmark(latent: str, batch_size: int, steps: int, warmup: int, seed: int) -> dict[str, float]:
+    torch.manual_seed(seed)
+    data = (torch.rand(50 * batch_size, 784) < 0.3).float()
+    num_data = data.shape[0]
+    pyro.clear_param_store()
+    pyro_vae, torch_vae = VAE(latent, 784), VAE(latent, 784, name="plain")
+    torch_vae.load_state_dict(pyro_vae.state_dict())
+    svi = SVI(pyro_vae.model, pyro_vae.guide, Adam({"lr": 1e-3}), AnnealedELBO())
+    optimizer = torch.optim.Adam(torch_vae.parameters(), lr=1e-3)
+
+    def torch_step(x):
+        optimizer.zero_grad()
+        loss = _plain_loss(torch_vae, x, num_data)
+        loss.backward()
+        optimizer.step()
+
+    times = {"pyro": [], "torch": []}
+    for step in range(warmup + steps):
+        x = data[(step * batch_size) % num_data :][:batch_size]
+        t_pyro = _time(lambda x=x: svi.step(x, num_data=num_data))
+        t_torch = _time(lambda x=x: torch_step(x))
+        if step >= warmup:
+            times["pyro"].append(t_pyro)
+            times["torch"].append(t_torch)
+    pyro_ms = 1e3 * statistics.median(times["pyro"])
+    torch_ms = 1e3 * statistics.median(times["torch"])
+    return {"pyro_ms": pyro_ms, "torch_ms": torch_ms, "ratio": pyro_ms / torch_ms}
+
+
+def main(args: argparse.Namespace) -> list[dict]:
+    torch.set_num_threads(args.threads)
+    rows = []
+    print(
+        f"torch {torch.__version__}, pyro {pyro.__version__}, threads={args.threads}, steps={args.steps}"
+    )
+    print("| latent | batch | Pyro SVI step (ms) | PyTorch step (ms) | ratio |")
+    print("|---|---|---|---|---|")
+    for latent in args.latent:
+        result = benchmark(latent, args.batch_size, args.steps, args.warmup, args.seed)
+        rows.append({"latent": latent, "batch": args.batch_size, **result})
+        print(
+            f"| {latent} | {args.batch_size} | {result['pyro_ms']:.2f} | {result['torch_ms']:.2f} "
+            f"| {result['ratio']:.2f} |"
+        )
+    return rows
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--latent", nargs="+", default=["vmf:4,4", "vmf:9", "normal:10"], help="latent specs"
+    )
+    parser.add_argument("--batch-size", type=int, default=100, help="minibatch size")
+    parser.add_argument("--steps", type=int, default=200, help="timed steps per implementation")
+    parser.add_argument("--warmup", type=int, default=20, help="untimed warm-up steps")
+    parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
+    parser.add_argument("--seed", type=int, default=0, help="random seed")
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    main(parse_args())
