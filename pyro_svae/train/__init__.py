@@ -1,0 +1,33 @@
+"""Training: the SVI loop, checkpoints and resume, NaN recovery, early stopping and the run summary.
+
+>>> from pyro_svae.train import TrainConfig, train
+>>> summary = train(TrainConfig(dataset="dynamic_mnist", latent="vmf:4,4", epochs=10, out="runs/a"))  # doctest: +SKIP
+
+The same from the shell: ``python -m pyro_svae train --latent vmf:4,4 --epochs 10 --out runs/a``.
+A run folder holds ``checkpoint.pt`` (latest state, for ``resume``), ``best.pt`` (best validation
+parameters), ``metrics.jsonl`` / ``metrics.csv`` (one row per epoch), ``config.json`` and
+``summary.json``.
+"""
+
+from .checkpoint import atomic_write, load_checkpoint, save_checkpoint
+from .config import RESUME_MAY_CHANGE, TrainConfig, resume_conflicts
+from .device import resolve_device
+from .guard import GuardedSVI, NonFiniteLossError, TrainingDivergedError
+from .loop import Trainer, train
+from .summary import RunPaths
+
+__all__ = [
+    "RESUME_MAY_CHANGE",
+    "GuardedSVI",
+    "NonFiniteLossError",
+    "RunPaths",
+    "TrainConfig",
+    "Trainer",
+    "TrainingDivergedError",
+    "atomic_write",
+    "load_checkpoint",
+    "resolve_device",
+    "resume_conflicts",
+    "save_checkpoint",
+    "train",
+]

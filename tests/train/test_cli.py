@@ -1,0 +1,143 @@
+"""``python -m pyro_svae train``: flags, latent parsing, errors and an end-to-end run."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pyro_svae.cli import build_parser, config_from_args, latent_from_args, main
+from pyro_svae.data import default_data_root
+
+FLAGS = [
+    "--dataset",
+    "--latent",
+    "--zd",
+    "--hidden",
+    "--arch",
+    "--likelihood",
+    "--epochs",
+    "--batch-size",
+    "--lr",
+    "--beta",
+    "--kl-warmup",
+    "--capacity",
+    "--burn-in",
+    "--look-ahead",
+    "--ll-samples",
+    "--seed",
+    "--device",
+    "--data-dir",
+    "--out",
+    "--resume",
+    "--max-train-batches",
+    "--max-eval-points",
+    "--no-progress",
+]
+
+
+def test_help_explains_every_flag(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    for flag in FLAGS:
+        assert flag in text, flag
+    assert "vmf:4,4" in text
+    assert "MANIFOLD" in text
+
+
+def test_no_command_prints_help(capsys):
+    assert main([]) == 2
+    assert "train" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("latent", "zd", "spec"),
+    [
+        (["vmf:4,4"], None, "vmf:4,4"),
+        (["vmf", "4", "4"], None, "vmf:4,4"),
+        (["vmf"], [4, 4], "vmf:4,4"),
+        (None, [9], "vmf:9"),
+        (["vmf:4", "normal:2"], None, "vmf:4+normal:2"),
+        (None, None, None),
+    ],
+)
+def test_latent_from_args(latent, zd, spec):
+    assert latent_from_args(latent, zd) == spec
+
+
+def test_flags_map_onto_the_config(tmp_path):
+    argv = "train --latent ps --zd 2 2 2 --hidden 64 32 --capacity 0 5 10 --burn-in 3"
+    argv += " --look-ahead 0 --knn-labels --no-progress --kl-warmup 2"
+    args = build_parser().parse_args(
+        [*argv.split(), "--out", str(tmp_path), "--data-dir", str(tmp_path)]
+    )
+    config = config_from_args(args)
+    assert config.latent == "ps:2,2,2"
+    assert config.hidden == (64, 32)
+    assert config.capacity == (0.0, 5.0, 10.0)
+    assert (config.early_stopping_burn_in, config.look_ahead, config.kl_warmup) == (3, 0, 2.0)
+    assert config.knn_labels == ()
+    assert (config.out, config.data_dir, config.progress) == (str(tmp_path), str(tmp_path), False)
+    assert config.epochs == 100  # unset flags keep TrainConfig's defaults
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--epochs", "0"], "epochs must be a positive integer"),
+        (["--latent", "vmf"], "has no dimension"),
+        (["--latent", "vmf:4", "--zd", "4"], "--zd needs a bare family"),
+        (["--lr-decay", "2"], "lr_decay must be"),
+        (["--resume"], "nothing to resume"),
+    ],
+)
+def test_bad_values_exit_with_status_2(argv, message, tmp_path, capsys):
+    assert main(["train", "--out", str(tmp_path / "run"), *argv]) == 2
+    assert message in capsys.readouterr().err
+
+
+MNIST = default_data_root() / "MNIST" / "raw"
+
+
+@pytest.mark.skipif(not MNIST.is_dir(), reason="MNIST files not available")
+def test_end_to_end_then_resume(tmp_path, capsys):
+    out = tmp_path / "run"
+    tiny = ["--hidden", "16", "--max-train-batches", "2", "--max-eval-points", "100"]
+    tiny += ["--eval-batch-size", "50", "--ll-samples", "2", "--knn-labels", "20", "--no-progress"]
+    command = [sys.executable, "-m", "pyro_svae", "train", "--dataset", "dynamic_mnist"]
+    command += [
+        "--latent",
+        "vmf",
+        "-zd",
+        "2",
+        "2",
+        "--epochs",
+        "1",
+        "--threads",
+        "1",
+        "--out",
+        str(out),
+    ]
+    env = {**os.environ, "PYRO_SVAE_DATA": str(default_data_root())}
+    done = subprocess.run(command + tiny, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    for word in ("LL", "ELBO", "RE", "KL", "k-NN", "summary.json"):
+        assert word in done.stdout, word
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["config"]["latent"] == "vmf:2,2"
+    assert summary["epochs_trained"] == 1
+
+    # continue it in-process: unset flags come from the run, --epochs may grow
+    assert main(["train", "--out", str(out), "--resume", "--epochs", "2", "--no-progress"]) == 0
+    assert "test results" in capsys.readouterr().out
+    rows = (out / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(row)["epoch"] for row in rows] == [1, 2]
+    summary = json.loads(Path(out / "summary.json").read_text())
+    assert summary["config"]["hidden"] == [16]
+    assert summary["epochs_trained"] == 2

@@ -1,0 +1,80 @@
+"""TrainConfig validation, JSON round trip and resume compatibility."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from pyro_svae.train import TrainConfig, resume_conflicts
+from pyro_svae.train.device import resolve_device
+
+
+def test_defaults_are_valid_and_round_trip_through_json():
+    config = TrainConfig(capacity=(0.0, 5.0, 10), out="runs/x")
+    data = json.loads(json.dumps(config.to_dict()))
+    assert TrainConfig.from_dict(data) == config
+    assert config.hidden == (256, 128)
+    assert config.knn_labels == (100, 600, 1000)
+
+
+def test_latent_is_canonicalised_and_run_dir_defaults_from_the_settings():
+    config = TrainConfig(latent=" VMF:4, 4 ", seed=3)
+    assert config.latent == "vmf:4,4"
+    assert str(config.run_dir) == "runs/dynamic_mnist-vmf_4_4-seed3"
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"dataset": "cifar"}, "dataset must be one of"),
+        ({"latent": "vmf:0"}, "latent: invalid latent spec"),
+        ({"hidden": ()}, "hidden must be"),
+        ({"hidden": (256, -1)}, "hidden must be"),
+        ({"arch": "resnet"}, "arch must be"),
+        ({"likelihood": "poisson"}, "likelihood must be"),
+        ({"epochs": 0}, "epochs must be a positive integer"),
+        ({"batch_size": True}, "batch_size must be a positive integer"),
+        ({"lr": 0.0}, "lr must be a finite number > 0"),
+        ({"lr": float("nan")}, "lr must be"),
+        ({"beta": -1.0}, "beta must be"),
+        ({"kl_warmup": -2}, "kl_warmup must be"),
+        ({"capacity": (0.0, 5.0)}, "capacity must be"),
+        ({"capacity": (0.0, -5.0, 10)}, "capacity must be"),
+        ({"look_ahead": -1}, "look_ahead must be"),
+        ({"lr_decay": 1.0}, "lr_decay must be a number in"),
+        ({"max_train_batches": 0}, "max_train_batches must be"),
+        ({"knn_labels": (0,)}, "knn_labels must be"),
+        ({"device": "tpu"}, "device must be"),
+        ({"covariance": "tied"}, "covariance must be"),
+        ({"resume": True, "overwrite": True}, "resume and overwrite"),
+    ],
+)
+def test_bad_values_raise_clear_errors(changes, message):
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(**changes)
+
+
+def test_from_dict_rejects_unknown_keys():
+    with pytest.raises(ValueError, match="unknown TrainConfig fields: bogus"):
+        TrainConfig.from_dict({**TrainConfig().to_dict(), "bogus": 1})
+
+
+def test_resume_conflicts_name_only_training_settings():
+    saved = TrainConfig(out="a")
+    allowed = dataclasses.replace(saved, epochs=500, look_ahead=10, ll_samples=0, progress=False)
+    assert resume_conflicts(saved, allowed) == {}
+    changed = dataclasses.replace(saved, lr=1e-4, latent="vmf:9")
+    assert resume_conflicts(saved, changed) == {"latent": ("vmf:4,4", "vmf:9"), "lr": (1e-3, 1e-4)}
+
+
+def test_resolve_device():
+    assert resolve_device("cpu").type == "cpu"
+    with pytest.raises(ValueError, match="device must be"):
+        resolve_device("tpu")
+    import torch
+
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            resolve_device("cuda")
