@@ -112,6 +112,14 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
         default=S,
         help=f"covariance of Gaussian posteriors (default: {d['covariance']})",
     )
+    model.add_argument(
+        "--diffusion-steps",
+        type=_positive_int,
+        default=S,
+        metavar="L",
+        help="diffusion posteriors: sample with the ΔVAE random walk of L steps instead of the exact "
+        "sampler (default: exact)",
+    )
 
     opt = parser.add_argument_group("optimisation")
     opt.add_argument(

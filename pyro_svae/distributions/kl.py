@@ -18,6 +18,7 @@ from torch.distributions import register_kl
 
 from pyro_svae.ops import log_sphere_area, log_vmf_partition, vmf_mean_resultant
 
+from .diffusion import SphericalDiffusion
 from .hyperspherical_uniform import HypersphericalUniform
 from .power_spherical import PowerSpherical
 from .von_mises_fisher import VonMisesFisher
@@ -46,6 +47,13 @@ def _kl_uniform_uniform(p: HypersphericalUniform, q: HypersphericalUniform) -> T
 
 @register_kl(VonMisesFisher, HypersphericalUniform)
 def _kl_vmf_uniform(p: VonMisesFisher, q: HypersphericalUniform) -> Tensor:
+    batch_shape = _check_same_dim(p, q)
+    return _expand(p.kl_to_uniform(), batch_shape)
+
+
+@register_kl(SphericalDiffusion, HypersphericalUniform)
+def _kl_sphericaldiffusion_uniform(p: SphericalDiffusion, q: HypersphericalUniform) -> Tensor:
+    """Exact KL of the heat kernel to the uniform (see :meth:`SphericalDiffusion.kl_to_uniform`)."""
     batch_shape = _check_same_dim(p, q)
     return _expand(p.kl_to_uniform(), batch_shape)
 

@@ -150,7 +150,11 @@ class VonMisesFisher(TorchDistribution):
         return (log_density - log_sphere_area(self.dim)).to(value.dtype)
 
     def kl_to_uniform(self) -> Tensor:
-        """:math:`\\mathrm{KL}(\\mathrm{vMF} \\,\\|\\, U) = \\kappa A_m(\\kappa) - \\ell_m(\\kappa)`, shape ``batch_shape``."""
+        """:math:`\\mathrm{KL}(\\mathrm{vMF} \\,\\|\\, U) = \\kappa A_m(\\kappa) - \\ell_m(\\kappa)`, shape ``batch_shape``.
+
+        Relative error ~1e-14 for :math:`\\kappa \\le 10^3`, growing to ~2e-9 at :math:`\\kappa = 10^7`,
+        where the term :math:`\\kappa(1 - A_m)` multiplies the rounding error of :math:`A_m` by :math:`\\kappa`.
+        """
         kappa = self.concentration.to(torch.float64)
         a = vmf_mean_resultant(self.dim, kappa)
         # Small kappa: both terms are O(kappa^2). Large kappa: kappa (A - 1) - (l - kappa), both O(log kappa).

@@ -30,7 +30,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pyro_svae.distributions import HypersphericalUniform, PowerSpherical, VonMisesFisher
+from pyro_svae.distributions import (
+    HypersphericalUniform,
+    PowerSpherical,
+    SphericalDiffusion,
+    VonMisesFisher,
+)
 from pyro_svae.latent_spec import LatentGroup, LatentSpec, parse_latent_spec
 from pyro_svae.nn import make_networks
 from pyro_svae.ops import safe_normalize
@@ -40,12 +45,6 @@ __all__ = ["LIKELIHOODS", "VAE"]
 LIKELIHOODS = ("bernoulli", "gaussian")
 #: log-scale floor of the Gaussian likelihood (pixels in [0, 1])
 _MIN_LOG_SCALE = -5.0
-
-
-def _diffusion_class():
-    from pyro_svae.distributions.diffusion import SphericalDiffusion
-
-    return SphericalDiffusion
 
 
 def _concat_latents(parts: list[Tensor]) -> Tensor:
@@ -167,7 +166,7 @@ class VAE(nn.Module):
             loc, raw_scale = loc.squeeze(-2), raw_scale.squeeze(-1)
         if group.family == "diffusion":
             time = F.softplus(raw_scale) + self.min_diffusion_time
-            return _diffusion_class()(loc, time, steps=self.diffusion_steps)
+            return SphericalDiffusion(loc, time, steps=self.diffusion_steps)
         concentration = F.softplus(raw_scale) + self.min_concentration
         cls = VonMisesFisher if group.family == "vmf" else PowerSpherical
         return cls(loc, concentration)

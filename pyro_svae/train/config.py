@@ -96,6 +96,7 @@ class TrainConfig:
     snapshot_every: int = 100
     min_concentration: float = 1.0
     covariance: str = "diag"
+    diffusion_steps: int | None = None
     progress: bool = True
     knn_labels: tuple[int, ...] = field(default=(100, 600, 1000))
 
@@ -172,6 +173,13 @@ class TrainConfig:
             raise bad("capacity", "None or (c_min, c_max, epochs), three numbers >= 0")
         if self.covariance not in ("diag", "full"):
             raise bad("covariance", "'diag' or 'full'")
+        if self.diffusion_steps is not None and not (
+            _is_int(self.diffusion_steps) and self.diffusion_steps > 0
+        ):
+            raise bad(
+                "diffusion_steps",
+                "None (exact diffusion sampler) or a positive number of random-walk steps",
+            )
         if not isinstance(self.knn_labels, tuple) or not all(
             _is_int(k) and k > 0 for k in self.knn_labels
         ):

@@ -118,6 +118,7 @@ class Trainer:
             likelihood=self.likelihood,
             min_concentration=config.min_concentration,
             covariance=config.covariance,
+            diffusion_steps=config.diffusion_steps,
         ).to(self.device)
         capacity = None
         if config.capacity is not None:

@@ -12,7 +12,12 @@ from dataclasses import dataclass, field
 import torch
 from torch.nn.functional import normalize
 
-from pyro_svae.distributions import HypersphericalUniform, PowerSpherical, VonMisesFisher
+from pyro_svae.distributions import (
+    HypersphericalUniform,
+    PowerSpherical,
+    SphericalDiffusion,
+    VonMisesFisher,
+)
 
 
 @dataclass(frozen=True)
@@ -54,6 +59,14 @@ def _ps(dim: int, low: float, high: float):
     return make
 
 
+def _diffusion(dim: int, low: float, high: float, steps: int | None = None):
+    def make(batch_shape, dtype):
+        loc = _loc(batch_shape, dim, dtype)
+        return SphericalDiffusion(loc, _concentration(batch_shape, dtype, low, high), steps=steps)
+
+    return make
+
+
 def _uniform(dim: int):
     def make(batch_shape, dtype):
         return HypersphericalUniform(dim, batch_shape, dtype=dtype)
@@ -69,6 +82,9 @@ CASES = [
     Case("ps-S1", 2, _ps(2, 0.5, 5.0), ("loc", "concentration")),
     Case("ps-S2", 3, _ps(3, 0.5, 5.0), ("loc", "concentration")),
     Case("ps-S9", 10, _ps(10, 0.5, 20.0), ("loc", "concentration")),
+    Case("diffusion-S1", 2, _diffusion(2, 0.05, 1.0), ("loc", "time")),
+    Case("diffusion-S2", 3, _diffusion(3, 0.05, 1.0), ("loc", "time")),
+    Case("diffusion-S9", 10, _diffusion(10, 0.01, 0.2), ("loc", "time")),
     Case("uniform-S2", 3, _uniform(3)),
     Case("uniform-S9", 10, _uniform(10)),
 ]

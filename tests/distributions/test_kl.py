@@ -75,8 +75,9 @@ def test_kl_dimension_mismatch_raises(p_cls, q_cls):
 def test_kl_vmf_uniform_against_mpmath(dim, kappa):
     """KL(vMF || U) = kappa A - log 0F1(; m/2; kappa^2/4) against mpmath.
 
-    Relative error <= 1e-9 in float64: at kappa = 1e7 the term kappa (1 - A), with 1 - A ~ 5e-8 taken
-    from A stored to 1e-16, limits the KL to ~4e-10 relative; elsewhere it is ~1e-14.
+    Relative error <= 5e-9 in float64. The KL contains kappa (1 - A): at kappa = 1e7 an absolute error of
+    1e-15 in A (within ive_ratio's 1e-10 relative contract) moves the KL by 1e-8, i.e. ~2e-9 relative;
+    for kappa <= 1e3 the error is ~1e-14.
     """
     mpmath.mp.dps = 40
     nu, k = mpmath.mpf(dim) / 2 - 1, mpmath.mpf(kappa)
@@ -87,6 +88,6 @@ def test_kl_vmf_uniform_against_mpmath(dim, kappa):
     expected = float(k * ratio - log_partition)
     loc = torch.eye(dim, dtype=torch.float64)[0]
     got = kl_divergence(VonMisesFisher(loc, kappa), HypersphericalUniform(dim, dtype=torch.float64))
-    assert got.item() == pytest.approx(expected, rel=1e-9)
+    assert got.item() == pytest.approx(expected, rel=5e-9 if kappa > 1e3 else 1e-12)
     got32 = kl_divergence(VonMisesFisher(loc.float(), kappa), HypersphericalUniform(dim))
     assert got32.item() == pytest.approx(expected, rel=1e-5, abs=1e-30)
