@@ -37,20 +37,29 @@ def _log_marginal(d, dim: int, w: torch.Tensor) -> torch.Tensor:
     return d.log_prob(z) + log_sphere_area(dim - 1) + 0.5 * (dim - 3) * torch.log1p(-w * w)
 
 
-def main() -> Path:
+def main(out: Path = OUT) -> Path:
     fig = Figure(figsize=(9, 6))
     axes = fig.subplots(2, 3, sharey="row")
     w = torch.linspace(-0.999, 0.999, 801, dtype=torch.float64)
     for row, dim in enumerate((3, 10)):
         loc = torch.eye(dim, dtype=torch.float64)[0]
         for col, target in enumerate((0.3, 0.7, 0.95)):
-            kappa = _solve(lambda k, dim=dim: vmf_mean_resultant(dim, torch.tensor(k, dtype=torch.float64)).item(), target, 1e-6, 1e6)
+            kappa = _solve(
+                lambda k, dim=dim: vmf_mean_resultant(
+                    dim, torch.tensor(k, dtype=torch.float64)
+                ).item(),
+                target,
+                1e-6,
+                1e6,
+            )
             ps = _solve(lambda k, dim=dim: k / (dim - 1 + k), target, 1e-6, 1e8)
             time = -2 * math.log(target) / (dim - 1)
             families = {
                 f"vMF κ={kappa:.3g}": VonMisesFisher(loc, kappa),
                 f"Power Spherical κ={ps:.3g}": PowerSpherical(loc, ps),
-                f"diffusion t={time:.3g}": SphericalDiffusion(loc, torch.tensor(time, dtype=torch.float64)),
+                f"diffusion t={time:.3g}": SphericalDiffusion(
+                    loc, torch.tensor(time, dtype=torch.float64)
+                ),
             }
             ax = axes[row, col]
             for label, d in families.items():
@@ -61,8 +70,8 @@ def main() -> Path:
             ax.legend(fontsize=7)
         axes[row, 0].set_ylabel("log density of w")
     fig.tight_layout()
-    fig.savefig(OUT, dpi=110)
-    return OUT
+    fig.savefig(out, dpi=110)
+    return out
 
 
 if __name__ == "__main__":
