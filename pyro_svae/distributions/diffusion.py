@@ -7,7 +7,7 @@ import math
 import numbers
 
 import torch
-from pyro.distributions import TorchDistribution, constraints
+from pyro.distributions import constraints
 from torch import Tensor
 
 from pyro_svae.ops import log_sphere_area
@@ -17,8 +17,9 @@ from pyro_svae.ops.heat_kernel import (
     log_heat_kernel,
 )
 
+from .base import RotationallySymmetric
 from .rotation import rotate_from_pole, sample_tangent_directions
-from .util import broadcast_loc_and_scalar, check_event_dim
+from .util import check_event_dim
 
 __all__ = ["SphericalDiffusion"]
 
@@ -185,7 +186,7 @@ def _angle_time_derivative(d: int, t: Tensor, theta: Tensor) -> Tensor:
 # --------------------------------------------------------------------------------------------------
 
 
-class SphericalDiffusion(TorchDistribution):
+class SphericalDiffusion(RotationallySymmetric):
     r"""Brownian motion on :math:`S^{m-1} \subset \mathbb{R}^m` started at ``loc`` and run for ``time``.
 
     The law of :math:`z_t` where :math:`z` is Brownian motion with generator :math:`\tfrac12\Delta` on
@@ -289,8 +290,8 @@ class SphericalDiffusion(TorchDistribution):
     """
 
     arg_constraints = {"loc": constraints.sphere, "time": constraints.positive}
-    support = constraints.sphere
-    has_rsample = True
+    scalar_name = "time"
+    options = ("steps",)
 
     def __init__(
         self,
@@ -304,37 +305,12 @@ class SphericalDiffusion(TorchDistribution):
             isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1
         ):
             raise ValueError(f"steps must be None or a positive integer, got {steps!r}")
-        self.loc, self.time = broadcast_loc_and_scalar(loc, time, "time")
         self.steps = None if steps is None else int(steps)
-        super().__init__(self.time.shape, self.loc.shape[-1:], validate_args=validate_args)
-
-    @staticmethod
-    def infer_shapes(loc, time):
-        batch_shape = torch.broadcast_shapes(loc[:-1], time)
-        return batch_shape, loc[-1:]
-
-    def expand(self, batch_shape, _instance=None):
-        new = self._get_checked_instance(SphericalDiffusion, _instance)
-        batch_shape = torch.Size(batch_shape)
-        new.loc = self.loc.expand(batch_shape + self.event_shape)
-        new.time = self.time.expand(batch_shape)
-        new.steps = self.steps
-        super(SphericalDiffusion, new).__init__(batch_shape, self.event_shape, validate_args=False)
-        new._validate_args = self.__dict__.get("_validate_args")
-        return new
-
-    @property
-    def dim(self) -> int:
-        """The ambient dimension ``m``."""
-        return self.event_shape[0]
+        self._set_parameters(loc, time, validate_args)
 
     @property
     def mean(self) -> Tensor:
         return torch.exp(-0.5 * (self.dim - 1) * self.time).unsqueeze(-1) * self.loc
-
-    @property
-    def mode(self) -> Tensor:
-        return self.loc
 
     def rsample(self, sample_shape: torch.Size = torch.Size()) -> Tensor:
         shape = self._extended_shape(sample_shape)

@@ -5,18 +5,19 @@ from __future__ import annotations
 import math
 
 import torch
-from pyro.distributions import TorchDistribution, constraints
+from pyro.distributions import constraints
 from torch import Tensor
 
 from pyro_svae.ops import log_sphere_area
 
+from .base import RotationallySymmetric
 from .rotation import rotate_from_pole, sample_tangent_directions
-from .util import broadcast_loc_and_scalar, check_event_dim
+from .util import check_event_dim
 
 __all__ = ["PowerSpherical"]
 
 
-class PowerSpherical(TorchDistribution):
+class PowerSpherical(RotationallySymmetric):
     r"""Power Spherical distribution on the unit sphere :math:`S^{m-1} \subset \mathbb{R}^m`.
 
     .. math:: p(z; \mu, \kappa) = N_m(\kappa)^{-1} (1 + \mu^\top z)^{\kappa}, \qquad
@@ -49,33 +50,12 @@ class PowerSpherical(TorchDistribution):
     """
 
     arg_constraints = {"loc": constraints.sphere, "concentration": constraints.positive}
-    support = constraints.sphere
-    has_rsample = True
+    scalar_name = "concentration"
 
     def __init__(
         self, loc: Tensor, concentration: Tensor | float, *, validate_args: bool | None = None
     ) -> None:
-        self.loc, self.concentration = broadcast_loc_and_scalar(loc, concentration, "concentration")
-        super().__init__(self.concentration.shape, self.loc.shape[-1:], validate_args=validate_args)
-
-    @staticmethod
-    def infer_shapes(loc, concentration):
-        batch_shape = torch.broadcast_shapes(loc[:-1], concentration)
-        return batch_shape, loc[-1:]
-
-    def expand(self, batch_shape, _instance=None):
-        new = self._get_checked_instance(PowerSpherical, _instance)
-        batch_shape = torch.Size(batch_shape)
-        new.loc = self.loc.expand(batch_shape + self.event_shape)
-        new.concentration = self.concentration.expand(batch_shape)
-        super(PowerSpherical, new).__init__(batch_shape, self.event_shape, validate_args=False)
-        new._validate_args = self.__dict__.get("_validate_args")
-        return new
-
-    @property
-    def dim(self) -> int:
-        """The ambient dimension ``m``."""
-        return self.event_shape[0]
+        self._set_parameters(loc, concentration, validate_args)
 
     @property
     def _beta(self) -> float:
@@ -85,10 +65,6 @@ class PowerSpherical(TorchDistribution):
     def mean(self) -> Tensor:
         kappa = self.concentration
         return (kappa / (self.dim - 1 + kappa)).unsqueeze(-1) * self.loc
-
-    @property
-    def mode(self) -> Tensor:
-        return self.loc
 
     def rsample(self, sample_shape: torch.Size = torch.Size()) -> Tensor:
         shape = self._extended_shape(sample_shape)

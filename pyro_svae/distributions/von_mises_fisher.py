@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import torch
-from pyro.distributions import TorchDistribution, constraints
+from pyro.distributions import constraints
 from torch import Tensor
 
 from pyro_svae.ops import log_sphere_area, log_vmf_partition, vmf_mean_resultant
 
+from .base import RotationallySymmetric
 from .rotation import rotate_from_pole, sample_tangent_directions
-from .util import broadcast_loc_and_scalar, check_event_dim
+from .util import check_event_dim
 from .vmf_marginal import marginal_dw_dkappa, sample_marginal, sample_marginal_mh
 
 __all__ = ["VonMisesFisher"]
@@ -17,7 +18,7 @@ __all__ = ["VonMisesFisher"]
 SAMPLERS = ("exact", "mh")
 
 
-class VonMisesFisher(TorchDistribution):
+class VonMisesFisher(RotationallySymmetric):
     r"""Von Mises–Fisher distribution on the unit sphere :math:`S^{m-1} \subset \mathbb{R}^m`.
 
     .. math:: p(z; \mu, \kappa) = C_m(\kappa)\, e^{\kappa \mu^\top z}, \qquad
@@ -69,8 +70,8 @@ class VonMisesFisher(TorchDistribution):
     """
 
     arg_constraints = {"loc": constraints.sphere, "concentration": constraints.positive}
-    support = constraints.sphere
-    has_rsample = True
+    scalar_name = "concentration"
+    options = ("sampler", "mh_steps")
 
     def __init__(
         self,
@@ -85,38 +86,13 @@ class VonMisesFisher(TorchDistribution):
             raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
         if int(mh_steps) != mh_steps or mh_steps < 0:
             raise ValueError(f"mh_steps must be a non-negative integer, got {mh_steps!r}")
-        self.loc, self.concentration = broadcast_loc_and_scalar(loc, concentration, "concentration")
         self.sampler = sampler
         self.mh_steps = int(mh_steps)
-        super().__init__(self.concentration.shape, self.loc.shape[-1:], validate_args=validate_args)
-
-    @staticmethod
-    def infer_shapes(loc, concentration):
-        batch_shape = torch.broadcast_shapes(loc[:-1], concentration)
-        return batch_shape, loc[-1:]
-
-    def expand(self, batch_shape, _instance=None):
-        new = self._get_checked_instance(VonMisesFisher, _instance)
-        batch_shape = torch.Size(batch_shape)
-        new.loc = self.loc.expand(batch_shape + self.event_shape)
-        new.concentration = self.concentration.expand(batch_shape)
-        new.sampler, new.mh_steps = self.sampler, self.mh_steps
-        super(VonMisesFisher, new).__init__(batch_shape, self.event_shape, validate_args=False)
-        new._validate_args = self.__dict__.get("_validate_args")
-        return new
-
-    @property
-    def dim(self) -> int:
-        """The ambient dimension ``m``."""
-        return self.event_shape[0]
+        self._set_parameters(loc, concentration, validate_args)
 
     @property
     def mean(self) -> Tensor:
         return vmf_mean_resultant(self.dim, self.concentration).unsqueeze(-1) * self.loc
-
-    @property
-    def mode(self) -> Tensor:
-        return self.loc
 
     def rsample(self, sample_shape: torch.Size = torch.Size()) -> Tensor:
         shape = self._extended_shape(sample_shape)
