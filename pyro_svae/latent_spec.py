@@ -129,12 +129,13 @@ class LatentFactor:
 
 
 @dataclass(frozen=True)
-class LatentGroup:
+class LatentGroup(LatentFactor):
     """A run of consecutive, identical factors: ``count`` copies of one family on one manifold.
 
     A model builder draws a group with one distribution, e.g. ``VonMisesFisher(loc[..., count, m],
     kappa[..., count])`` under ``pyro.plate(..., count)`` or ``.to_event(1)``, and writes it to
-    ``z[..., start:stop]`` (``stop - start == count * ambient_dim``).
+    ``z[..., start:stop]`` (``stop - start == count * ambient_dim``). ``ambient_dim`` and ``is_sphere``
+    are those of one factor.
 
     :param str family: canonical family name.
     :param int manifold_dim: manifold dimension ``d`` of each factor.
@@ -142,20 +143,8 @@ class LatentGroup:
     :param int start: offset of the group in the concatenated ambient vector.
     """
 
-    family: str
-    manifold_dim: int
-    count: int
-    start: int
-
-    @property
-    def is_sphere(self) -> bool:
-        """Whether the factors are spheres."""
-        return self.family in SPHERE_FAMILIES
-
-    @property
-    def ambient_dim(self) -> int:
-        """Ambient dimension of one factor (``m = d + 1`` for a sphere)."""
-        return self.manifold_dim + 1 if self.is_sphere else self.manifold_dim
+    count: int = 1
+    start: int = 0
 
     @property
     def size(self) -> int:

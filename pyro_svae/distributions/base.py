@@ -6,7 +6,7 @@ import torch
 from pyro.distributions import TorchDistribution, constraints
 from torch import Tensor
 
-from .util import broadcast_loc_and_scalar
+from .util import broadcast_loc_and_scalar, check_event_dim
 
 __all__ = ["RotationallySymmetric"]
 
@@ -50,6 +50,14 @@ class RotationallySymmetric(TorchDistribution):
         TorchDistribution.__init__(new, batch_shape, self.event_shape, validate_args=False)
         new._validate_args = self.__dict__.get("_validate_args")
         return new
+
+    def _checked_float64(self, value: Tensor) -> tuple[Tensor, Tensor]:
+        """Validate a ``log_prob`` argument; return it and ``loc`` in float64 (densities are computed
+        in float64 and returned in the value's dtype)."""
+        check_event_dim(value, self.dim)
+        if self._validate_args:
+            self._validate_sample(value)
+        return value.to(torch.float64), self.loc.to(torch.float64)
 
     @property
     def dim(self) -> int:

@@ -19,7 +19,6 @@ from pyro_svae.ops.heat_kernel import (
 
 from .base import RotationallySymmetric
 from .rotation import rotate_from_pole, sample_tangent_directions
-from .util import check_event_dim
 
 __all__ = ["SphericalDiffusion"]
 
@@ -342,11 +341,7 @@ class SphericalDiffusion(RotationallySymmetric):
         return z
 
     def log_prob(self, value: Tensor) -> Tensor:
-        check_event_dim(value, self.dim)
-        if self._validate_args:
-            self._validate_sample(value)
-        v = value.to(torch.float64)
-        mu = self.loc.to(torch.float64)
+        v, mu = self._checked_float64(value)
         theta = 2.0 * torch.atan2(
             torch.linalg.vector_norm(v - mu, dim=-1), torch.linalg.vector_norm(v + mu, dim=-1)
         )

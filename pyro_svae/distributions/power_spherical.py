@@ -12,7 +12,6 @@ from pyro_svae.ops import log_sphere_area
 
 from .base import RotationallySymmetric
 from .rotation import rotate_from_pole, sample_tangent_directions
-from .util import check_event_dim
 
 __all__ = ["PowerSpherical"]
 
@@ -93,11 +92,9 @@ class PowerSpherical(RotationallySymmetric):
         )
 
     def log_prob(self, value: Tensor) -> Tensor:
-        check_event_dim(value, self.dim)
-        if self._validate_args:
-            self._validate_sample(value)
+        value64, loc64 = self._checked_float64(value)
         kappa = self.concentration.to(torch.float64)
-        cosine = (value.to(torch.float64) * self.loc.to(torch.float64)).sum(-1)
+        cosine = (value64 * loc64).sum(-1)
         log_density = kappa * torch.log1p(cosine.clamp(min=-1.0)) - self._log_normalizer()
         return log_density.to(value.dtype)
 

@@ -10,7 +10,6 @@ from pyro_svae.ops import log_sphere_area, log_vmf_partition, vmf_mean_resultant
 
 from .base import RotationallySymmetric
 from .rotation import rotate_from_pole, sample_tangent_directions
-from .util import check_event_dim
 from .vmf_marginal import marginal_dw_dkappa, sample_marginal, sample_marginal_mh
 
 __all__ = ["VonMisesFisher"]
@@ -116,11 +115,9 @@ class VonMisesFisher(RotationallySymmetric):
         return rotate_from_pole(self.loc, w, sin, tangent)
 
     def log_prob(self, value: Tensor) -> Tensor:
-        check_event_dim(value, self.dim)
-        if self._validate_args:
-            self._validate_sample(value)
+        value64, loc64 = self._checked_float64(value)
         kappa = self.concentration.to(torch.float64)
-        cosine = (value.to(torch.float64) * self.loc.to(torch.float64)).sum(-1)
+        cosine = (value64 * loc64).sum(-1)
         # kappa (mu^T z - 1) - (l(kappa) - kappa): no cancellation between terms of size kappa.
         log_density = kappa * (cosine - 1.0) - log_vmf_partition(self.dim, kappa, scaled=True)
         return (log_density - log_sphere_area(self.dim)).to(value.dtype)

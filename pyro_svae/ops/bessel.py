@@ -6,34 +6,43 @@ For real order :math:`v \ge 0` and argument :math:`z \ge 0`:
 * :func:`ive_ratio` :math:`= I_{v+1}(z) / I_v(z)`,
 * :func:`log_iv` :math:`= \log I_v(z)`.
 
-All three run on any device with plain elementwise torch ops (no host round trip, no SciPy), compute
-internally in float64 and return the promoted input dtype. They stay finite where
-``scipy.special.ive`` under- or overflows (e.g. ``v = 500, z = 100``).
+Plain elementwise torch ops on any device (no SciPy, no host round trip off the CPU), computed in
+float64 and returned in the promoted input dtype. Finite wherever the true value is, including where
+``scipy.special.ive`` underflows (``v = 500, z <= 112``). Measured against mpmath over
+``v`` in [0, 2000], ``z`` in [1e-8, 1e7]: float64 error below 1e-13 (relative for the ratio and for
+``|log_ive| >= 1``, absolute below), i.e. float32 results are correctly rounded or nearly so.
 
-Method (float64 error below about 1e-13 over ``v`` in [0, 2000], ``z`` in [1e-8, 1e7]):
+Method:
 
-* order :math:`\mu \ge 20`: Debye's uniform asymptotic expansion (DLMF 10.41.3, 10.41.4) with
+* order :math:`\mu \ge 20`: Debye's uniform asymptotic expansion (DLMF 10.41.3, 10.41.4); with
   :math:`x = z/\mu`, :math:`s = \sqrt{1+x^2}`, :math:`p = 1/s`,
 
   .. math::
-      \log I_\mu(z) - z = \mu\big(\tfrac{1}{s+x} - \operatorname{asinh}\tfrac{1}{x}\big)
-          - \tfrac12\log(2\pi\mu s) + \sum_k \frac{\ell_k(p)}{\mu^k}, \qquad
+      \log I_\mu(z) - z = \mu\Big(\frac{1}{s+x} - \operatorname{asinh}\frac1x\Big)
+          - \frac12\log(2\pi\mu s) + \sum_k \frac{\ell_k(p)}{\mu^k}, \qquad
       \frac{I_{\mu+1}(z)}{I_\mu(z)} = \frac{x}{1+s}\sum_k \frac{c_k(p)}{\mu^k},
 
-  where :math:`\sum_k \ell_k/\mu^k = \log\sum_k u_k/\mu^k` and
-  :math:`\frac{x}{1+s}\sum_k c_k/\mu^k = \frac{1}{x}\big(\frac{s\sum_k v_k/\mu^k}{\sum_k u_k/\mu^k}
-  - 1\big)` are built exactly (``fractions``) at import from Debye's polynomials :math:`u_k, v_k`;
-* order :math:`v < 20`: start at :math:`\mu = v + n \ge 20` and run the (stable) downward
-  recurrence :math:`I_{k-1}/I_k = 2k/z + I_{k+1}/I_k` for the ratio and the log;
-* small argument, :math:`z^2/4 \le 10^{-3}(v+1)`: the power series
-  :math:`\log I_v(z) = v\log\frac z2 - \log\Gamma(v+1) + \log{}_0F_1(;v+1;z^2/4)`.
+  where :math:`\sum_k \ell_k\mu^{-k} = \log\sum_k u_k\mu^{-k}` and
+  :math:`\sum_k c_k\mu^{-k} = \sum_k w_k\mu^{-k} / \sum_k u_k\mu^{-k}`,
+  :math:`w_k = (v_k - p\,u_k)/(1-p)`, are built exactly (``fractions``) at import from Debye's
+  :math:`u_k, v_k`; the cancellation-free forms keep full accuracy for :math:`x \to 0` and
+  :math:`x \to \infty`. Up to 11 terms (fewer for larger :math:`\mu`); for a Python-number order the
+  polynomial in :math:`p` is also Chebyshev-economized (cached per order).
+* order :math:`v < 20`: Debye at :math:`\mu = v + n \ge 20`, then the downward three-term recurrence
+  :math:`I_{k-1} = (2k/z)\,I_k + I_{k+1}` (positive terms only: stable) down to :math:`v`, giving
+  both the ratio and :math:`\log I_v - \log I_\mu` (one log).
+* small argument, :math:`z^2/4 \le 3\cdot10^{-4}(v+1)`: the power series
+  :math:`\log I_v(z) = v\log\frac z2 - \log\Gamma(v+1) + \log{}_0F_1(;v+1;z^2/4)` (relative accuracy
+  even where :math:`\log(I_0(z)e^{-z}) \approx -z` is tiny).
 
-Gradients in ``z`` use :math:`\partial_z \log I_v(z)e^{-z} = I_{v+1}/I_v + v/z - 1` and
-:math:`\partial_z r = 1 - r^2 - (2v+1)\,r/z` (:math:`r = I_{v+1}/I_v`), written with differentiable
-torch ops on the saved ratio, so higher derivatives work too. The order ``v`` gets no gradient.
+Gradients in ``z`` use :math:`\partial_z \log(I_v(z)e^{-z}) = r + v/z - 1` and
+:math:`\partial_z r = 1 - r^2 - (2v+1)\,r/z` for :math:`r = I_{v+1}/I_v`, written with differentiable
+torch ops on the saved ratio (in float64), so higher derivatives work too. ``v`` gets no gradient.
 
-Pass ``v`` as a Python number where you can: that path precomputes the expansion coefficients once per
-order (cached) and is the fastest. Tensor orders are supported and broadcast against ``z``.
+Performance: pass ``v`` as a Python number where you can (the order is usually shared, e.g.
+``v = m/2 - 1``): about 90 elementwise ops for ``log_ive`` at ``v < 20`` (55 for ``ive_ratio``), fewer
+for larger orders, versus 2-5x that for per-element tensor orders (no economization or caching). A
+CPU tensor whose orders are all equal is detected and takes the fast path too.
 """
 
 from __future__ import annotations
@@ -41,7 +50,7 @@ from __future__ import annotations
 import math
 import numbers
 from fractions import Fraction
-from functools import lru_cache
+from functools import cache, lru_cache
 
 import torch
 from torch import Tensor
@@ -59,15 +68,17 @@ _TERMS_MAX = 11
 #: Target truncation error of the Debye series (relative, estimated from the first omitted term).
 _DEBYE_TOL = 2e-14
 #: Error allowed to the Chebyshev economization of the scalar-order polynomials (absolute, on [0, 1]).
-_ECON_TOL = Fraction(1, 10**16)
+_ECON_TOL = Fraction(5, 10**15)
 #: The power series of ``0F1`` is used where ``(z^2/4) / (v+1)`` is at most this.
-_SERIES_Y = 1e-3
-#: Arguments are clamped to this range inside the recurrence / Debye branch; outside it the series
-#: (below) or an exact ``-1/2 log z`` correction (above) take over.
+_SERIES_Y = 3e-4
+#: Arguments are clamped to [_Z_LO (v + 1), _Z_HI] inside the recurrence / Debye branch. Below, the
+#: series gives the log and ``z / (2(v+1))`` the ratio (exactly: the next term is z^2/(4(v+1)(v+2))
+#: relative); above, an exact ``-1/2 log(z / _Z_HI)`` correction. The clamp bounds every recurrence
+#: step's growth I_{k-1}/I_k <= 1 + 2k/z by 1 + 2(v+21)/(_Z_LO (v+1)), so the unnormalised
+#: recurrence below cannot overflow.
 _Z_LO = 1e-9
 _Z_HI = 1e150
-#: Steps of the recurrence between renormalisations for tensor orders (no overflow for v < 1e25).
-_CHUNK_TENSOR = 12
+assert _ORDER_MIN * math.log10(1.0 + 2.0 * (_ORDER_MIN + 1) / _Z_LO) < 300.0
 
 _Poly = list[Fraction]
 
@@ -150,7 +161,7 @@ _L_TABLE = _as_float_table(_L_EXACT)
 _C_TABLE = _as_float_table(_C_EXACT)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _term_sup(k: int) -> float:
     """max(1, sup_{p in [0,1]} |l_k(p)|, |c_k(p)|) on a grid: scale of the k-th Debye term."""
     sup = 1.0
@@ -163,7 +174,7 @@ def _term_sup(k: int) -> float:
     return sup
 
 
-@lru_cache(maxsize=None)
+@cache
 def _terms_for_order(mu: float) -> int:
     """Fewest Debye terms K with estimated truncation error sup|c_{K+1}| / mu^(K+1) <= tol."""
     for k in range(1, _TERMS_MAX):
@@ -172,7 +183,7 @@ def _terms_for_order(mu: float) -> int:
     return _TERMS_MAX
 
 
-@lru_cache(maxsize=None)
+@cache
 def _shifted_chebyshev(n: int) -> tuple[int, ...]:
     """Integer monomial coefficients (lowest first) of T_n(2p - 1)."""
     if n == 0:
@@ -234,34 +245,51 @@ def _scalar_coefficients(mu: float) -> tuple[tuple[float, ...], tuple[float, ...
 
 
 def _tensor_coefficients(mu: Tensor) -> tuple[list[Tensor | float], list[Tensor | float]]:
-    """Monomial coefficients in p (highest first) for a tensor of orders, all >= ``_ORDER_MIN``."""
+    """Monomial coefficients in p (highest first) for a tensor of orders, all >= ``_ORDER_MIN``.
+
+    ``a_j = sum_k c_kj mu^-k``, one fused multiply-add per nonzero ``c_kj`` (computed at the shape of
+    ``mu``, which is small whenever the order is shared along some dimension).
+    """
     terms = _terms_for_order(float(_ORDER_MIN))
-    t = mu.reciprocal()
+    powers = [mu.reciprocal()]
+    for _ in range(terms - 1):
+        powers.append(powers[-1] * powers[0])
     out = []
     for table in (_L_TABLE, _C_TABLE):
         coef: list[Tensor | float] = []
         for j in range(3 * terms, -1, -1):
-            ks = [k for k in range(terms + 1) if table[k][j] != 0.0]
-            if not ks:
-                coef.append(0.0)
-                continue
-            acc: Tensor | float = table[ks[-1]][j]
-            for k in range(ks[-1] - 1, ks[0] - 1, -1):
-                acc = acc * t + table[k][j]
-            if ks[0] > 0:
-                acc = acc * t ** ks[0]
-            coef.append(acc)
+            acc: Tensor | None = None
+            for k in range(1, terms + 1):
+                c = table[k][j]
+                if c != 0.0:
+                    acc = powers[k - 1] * c if acc is None else acc.add_(powers[k - 1], alpha=c)
+            if acc is None:
+                coef.append(table[0][j])
+            else:
+                coef.append(acc.add_(table[0][j]) if table[0][j] else acc)
         out.append(coef)
     return out[0], out[1]
 
 
-def _horner(p: Tensor, coef: tuple[float, ...] | list[Tensor | float]) -> Tensor:
-    """sum_j coef[j] p^(D-j) (coefficients highest degree first), in place after the first step."""
-    if len(coef) == 1:
+@lru_cache(maxsize=256)
+def _device_coefficients(mu: float, device: torch.device) -> tuple[tuple[Tensor, ...], ...]:
+    """:func:`_scalar_coefficients` as 0-dim float64 tensors on ``device`` (one copy per order)."""
+    return tuple(
+        torch.tensor(coef, dtype=torch.float64, device=device).unbind()
+        for coef in _scalar_coefficients(mu)
+    )
+
+
+def _horner(p: Tensor, coef: tuple[Tensor, ...] | list[Tensor | float]) -> Tensor:
+    """sum_j coef[j] p^(D-j) (coefficients highest degree first): one fused op per degree."""
+    if len(coef) == 1:  # economized down to a constant (huge orders)
         return torch.zeros_like(p).add_(coef[0])
-    acc = p * coef[0] + coef[1]
+    acc = (p * coef[0]).add_(coef[1])
     for c in coef[2:]:
-        acc.mul_(p).add_(c)
+        if isinstance(c, Tensor):
+            torch.addcmul(c, acc, p, out=acc)  # acc = c + acc * p
+        else:
+            acc.mul_(p).add_(c)
     return acc
 
 
@@ -275,10 +303,10 @@ def _debye(mu: float | Tensor, z: Tensor, need_log: bool) -> tuple[Tensor | None
         lcoef, ccoef = _tensor_coefficients(mu)
         x = z / mu
     else:
-        lcoef, ccoef = _scalar_coefficients(mu)
+        lcoef, ccoef = _device_coefficients(mu, z.device)
         x = z * (1.0 / mu)
-    s = torch.sqrt(x * x + 1.0)
-    p = s.reciprocal()
+    p = (x * x).add_(1.0).rsqrt_()  # rsqrt is cheaper than sqrt on CPU
+    s = p.reciprocal()
     ratio = _horner(p, ccoef).mul_(x).div_(s + 1.0)
     if not need_log:
         return None, ratio, s
@@ -298,17 +326,16 @@ def _any(mask: Tensor) -> bool:
     return bool(mask.any()) if mask.device.type == "cpu" else True
 
 
-def _series_log_ive(v: float | Tensor, z: Tensor) -> Tensor:
+def _series_log_ive(v: float | Tensor, z: Tensor, zz: Tensor) -> Tensor:
     r"""log I_v(z) - z by :math:`v\log\frac z2 - \log\Gamma(v+1) + \log{}_0F_1(;v+1;z^2/4) - z`.
 
-    Four terms of the series: relative truncation error below :math:`y^4/120` with
+    ``zz = z * z``. Three terms of the series: relative truncation error below :math:`y^3/24`,
     :math:`y = z^2 / (4(v+1)) \le` ``_SERIES_Y``.
     """
-    q = 0.25 * z * z
-    acc = q * (1.0 / (4.0 * (v + 4.0)))
-    for m in (3, 2):
-        acc = (acc + 1.0).mul_(q).mul_(1.0 / (m * (v + m)))
-    out = torch.log1p((acc + 1.0).mul_(q).mul_(1.0 / (v + 1.0))).sub_(z)
+    acc = zz * (0.25 / (3.0 * (v + 3.0)))
+    acc.add_(1.0).mul_(zz).mul_(0.25 / (2.0 * (v + 2.0)))
+    acc.add_(1.0).mul_(zz).mul_(0.25 / (v + 1.0))
+    out = acc.log1p_().sub_(z)
     # v log(z/2) - log Gamma(v+1), with log z taken first (z/2 may underflow).
     if isinstance(v, Tensor):
         return out.add_(torch.xlogy(v, z)).sub_(v * math.log(2.0) + torch.lgamma(v + 1.0))
@@ -319,51 +346,50 @@ def _series_log_ive(v: float | Tensor, z: Tensor) -> Tensor:
 
 def _forward(v: float | Tensor, z: Tensor, need_log: bool) -> tuple[Tensor | None, Tensor]:
     """(log I_v(z) e^{-z} or None, I_{v+1}(z)/I_v(z)) for float64 ``z >= 0``; ``v`` float or float64."""
-    zc = z.clamp(_Z_LO, _Z_HI)
+    # z_lo <= the series threshold, which covers z < z_lo (only binds for v > 1e15).
     if isinstance(v, Tensor):
+        z_lo = torch.minimum(_Z_LO * (v + 1.0), torch.sqrt((4.0 * _SERIES_Y) * (v + 1.0)))
+        zc = torch.maximum(z, z_lo).clamp_(max=_Z_HI)
         steps = _ORDER_MIN
         mu: float | Tensor = v + float(steps)
     else:
+        z_lo = min(_Z_LO * (v + 1.0), math.sqrt(4.0 * _SERIES_Y * (v + 1.0)))
+        zc = z.clamp(z_lo, _Z_HI)
         steps = max(0, math.ceil(_ORDER_MIN - v))
         mu = v + steps
     log_i, r, s = _debye(mu, zc, need_log)
+    # The log still lacks -1/2 log s and, for z > _Z_HI, the exact correction -1/2 log(z / _Z_HI):
+    # together -1/2 log(s z / zc) (wrong for z < z_lo, but there the series replaces the result).
     if log_i is not None:
-        # -1/2 log s, plus the exact large-z correction -1/2 log(z / _Z_HI) for z > _Z_HI.
-        log_i.sub_(torch.log(s.mul_(z.clamp(min=_Z_HI).mul_(1.0 / _Z_HI))).mul_(0.5))
+        s.mul_(z / zc)
     if steps:
-        # Unnormalised three-term recurrence y_{k-1} = (2k/z) y_k + y_{k+1}, from y_mu = 1 and
-        # y_{mu+1} = I_{mu+1}/I_mu: positive terms only, so it is as stable as the ratio form. The
-        # growth factor per step is I_{k-1}/I_k <= 1 + 2k/z, so we renormalise every `chunk` steps.
+        # Unnormalised three-term recurrence y_{k-1} = (2k/z) y_k + y_{k+1} from y_mu = 1 and
+        # y_{mu+1} = I_{mu+1}/I_mu, so y_k = I_k/I_mu: positive terms only, so it is as stable as the
+        # ratio form, and one log at the end. No overflow (see _Z_LO).
         inv_z = zc.reciprocal()
-        if isinstance(v, Tensor):
-            two_v_over_z = (2.0 * v) * inv_z
-            chunk = _CHUNK_TENSOR
-        else:
-            two_v_over_z = None
-            chunk = max(1, int(290.0 / math.log10(1.0 + 2.0 * float(mu) / _Z_LO)))
+        two_v_over_z = (2.0 * v) * inv_z if isinstance(v, Tensor) else None
         y_hi, y_lo = r, torch.ones_like(r)
         for j in range(steps):
             m = float(steps - j)  # the step from order k = v + m down to k - 1
             if two_v_over_z is not None:
-                y_hi.addcmul_(two_v_over_z, y_lo)
-            y_hi.addcmul_(inv_z, y_lo, value=2.0 * (m if two_v_over_z is not None else v + m))
+                y_hi.addcmul_(two_v_over_z, y_lo).addcmul_(inv_z, y_lo, value=2.0 * m)
+            else:
+                y_hi.addcmul_(inv_z, y_lo, value=2.0 * (v + m))
             y_hi, y_lo = y_lo, y_hi
-            if (j + 1) % chunk == 0 and j + 1 < steps:
-                if log_i is not None:
-                    log_i.add_(torch.log(y_lo))
-                y_hi.div_(y_lo)
-                y_lo.fill_(1.0)
-        if log_i is not None:
-            log_i.add_(torch.log(y_lo))
         r = y_hi.div_(y_lo)
+        if log_i is not None:
+            log_i.add_(torch.log(s.rsqrt_().mul_(y_lo)))  # log(I_v/I_mu) - 1/2 log(s z/zc)
+    elif log_i is not None:
+        log_i.sub_(torch.log(s).mul_(0.5))
     if log_i is not None:
-        small = z * z <= (4.0 * _SERIES_Y) * (v + 1.0)
+        zz = z * z
+        small = zz <= (4.0 * _SERIES_Y) * (v + 1.0)
         if _any(small):
-            log_i = torch.where(small, _series_log_ive(v, z), log_i)
-    tiny = z < _Z_LO
+            log_i = torch.where(small, _series_log_ive(v, z, zz), log_i)
+    tiny = z < z_lo
     if _any(tiny):
         r = torch.where(tiny, z / (2.0 * (v + 1.0)), r)
-    return log_i, r
+    return log_i, r.clamp_(max=1.0)  # r = 1 - (2v+1)/(2z) + ... may round above 1 for z > 1e16
 
 
 # --------------------------------------------------------------------------------------------------
@@ -388,16 +414,18 @@ def _prepare(v: float | Tensor, z: float | Tensor) -> tuple[float | Tensor, Tens
         if not isinstance(v, numbers.Real) or not math.isfinite(v) or v < 0:
             raise ValueError(f"the order v must be a finite real number >= 0, got {v!r}")
         return float(v), z
-    v = v.detach().to(device=device, dtype=torch.float64)
     shape = torch.broadcast_shapes(v.shape, z.shape)
-    if v.numel() == 1 or (v.device.type == "cpu" and v.numel() > 0):
-        # A single distinct order (cheap to detect on the host): use the fast scalar-order path.
-        lo, hi = torch.aminmax(v)
-        if lo == hi and math.isfinite(lo) and lo >= 0:
-            v = float(lo)
-    if isinstance(v, float) and z.shape != shape:
-        z = z.expand(shape)
-    return v, z
+    v = v.detach()
+    if v.device.type == "cpu" and v.numel() > 0:
+        # Orders on the host (no sync to pay, e.g. built with torch.tensor(...)): check them, and
+        # take the fast scalar-order path when they are all equal, whatever the device of z.
+        # Orders on an accelerator take the tensor-order path, unchecked.
+        lo, hi = (float(t) for t in torch.aminmax(v.double()))
+        if not lo >= 0:
+            raise ValueError(f"the orders v must be >= 0, got min(v) = {lo!r}")
+        if lo == hi and math.isfinite(lo):
+            return lo, z.expand(shape) if z.shape != shape else z
+    return v.to(device=device, dtype=torch.float64), z
 
 
 def _order_term(v: float | Tensor, z: Tensor) -> Tensor | float:
