@@ -208,7 +208,7 @@ def _truncation_length(dim: int, kappa: Tensor, w: Tensor, omw: Tensor, side_len
 def marginal_dw_dkappa(dim: int, kappa: Tensor, w: Tensor, one_minus_w: Tensor) -> Tensor:
     """Implicit reparameterisation derivative :math:`\\partial w / \\partial \\kappa` (float64 inputs)."""
     kappa, w, omw = torch.broadcast_tensors(kappa, w, one_minus_w)
-    mean = ive_ratio(torch.full_like(kappa, 0.5 * dim - 1.0), kappa)
+    mean = ive_ratio(0.5 * dim - 1.0, kappa)
     a = 0.5 * (dim - 3)
     one_plus_w = 2.0 - omw
     if (

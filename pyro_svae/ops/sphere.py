@@ -54,7 +54,7 @@ class _LogVMFPartition(torch.autograd.Function):
         series = k64 * k64 <= 4.0 * (v + 1.0)
         # log Γ(v+1) + log I_v(κ) - v log(κ/2) - [κ if scaled], written with the scaled Bessel function.
         safe = torch.where(series, torch.ones_like(k64), k64)
-        bessel = log_ive(torch.full_like(safe, v), safe) + math.lgamma(v + 1.0)
+        bessel = log_ive(v, safe) + math.lgamma(v + 1.0)
         bessel = bessel - v * torch.log(0.5 * safe)
         if not scaled:
             bessel = bessel + safe
@@ -100,8 +100,7 @@ def vmf_mean_resultant(dim: int, concentration: Tensor) -> Tensor:
     Differentiable in ``concentration`` (:math:`A_m' = 1 - A_m^2 - (m-1) A_m / \kappa`).
     """
     _check_dim(dim)
-    v = torch.full_like(concentration, 0.5 * dim - 1.0)
-    return ive_ratio(v, concentration)
+    return ive_ratio(0.5 * dim - 1.0, concentration)
 
 
 def safe_normalize(x: Tensor) -> Tensor:
