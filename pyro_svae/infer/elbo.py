@@ -24,12 +24,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import pyro.poutine as poutine
 import torch
 from pyro.distributions.kl import kl_divergence
 from pyro.distributions.util import scale_and_mask
 from pyro.infer import Trace_ELBO
-from pyro.infer.util import torch_item
-from pyro.util import warn_if_nan
+from pyro.infer.util import is_validation_enabled, torch_item
+from pyro.poutine.util import prune_subsample_sites
+from pyro.util import check_model_guide_match, warn_if_nan
 
 __all__ = ["AnnealedELBO", "CapacitySchedule", "ELBOTerms"]
 
@@ -121,6 +123,26 @@ class AnnealedELBO(Trace_ELBO):
 
     # -- terms ---------------------------------------------------------------------------------
 
+    def _get_trace(self, model, guide, args, kwargs):
+        """Guide trace and replayed model trace, *without* precomputing log densities.
+
+        Pyro's ``get_importance_trace`` scores every site; here only what the loss uses is scored
+        (observed sites always, latent sites only on the Monte Carlo KL path), which saves the density
+        of every analytic-KL latent site at each step.
+        """
+        guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
+        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(
+            *args, **kwargs
+        )
+        if is_validation_enabled():
+            check_model_guide_match(model_trace, guide_trace, self.max_plate_nesting)
+        return prune_subsample_sites(model_trace), prune_subsample_sites(guide_trace)
+
+    @staticmethod
+    def _log_prob_sum(site) -> torch.Tensor:
+        log_p = site["fn"].log_prob(site["value"])
+        return scale_and_mask(log_p, scale=site["scale"], mask=site["mask"]).sum()
+
     def _site_kl(self, model_site, guide_site) -> torch.Tensor:
         if self.kl_mode != "mc":
             try:
@@ -134,7 +156,7 @@ class AnnealedELBO(Trace_ELBO):
                     ) from None
             else:
                 return scale_and_mask(kl, scale=guide_site["scale"], mask=guide_site["mask"]).sum()
-        return model_site["log_prob_sum"].neg() + guide_site["log_prob_sum"]
+        return self._log_prob_sum(guide_site) - self._log_prob_sum(model_site)
 
     def _num_data(self, model_trace) -> int:
         for site in model_trace.nodes.values():
@@ -152,7 +174,7 @@ class AnnealedELBO(Trace_ELBO):
             if model_site["type"] != "sample":
                 continue
             if model_site["is_observed"]:
-                reconstruction = reconstruction + model_site["log_prob_sum"]
+                reconstruction = reconstruction + self._log_prob_sum(model_site)
             else:
                 kl = kl + self._site_kl(model_site, guide_trace.nodes[name])
         return reconstruction, kl
