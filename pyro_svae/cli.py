@@ -113,6 +113,21 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"covariance of Gaussian posteriors (default: {d['covariance']})",
     )
     model.add_argument(
+        "--flow",
+        default=S,
+        metavar="SPEC",
+        help="normalizing flow on the posterior: 'planar:16', 'radial:8', 'householder:4', 'nice:4' "
+        "(Gaussian factors), 'mobius:2', 'householder:2' (sphere factors), joined with '+' "
+        "(default: none)",
+    )
+    model.add_argument(
+        "--flow-type",
+        choices=("static", "amortized"),
+        default=S,
+        help="static: flow parameters shared by all data points; amortized: produced by the encoder "
+        "for each data point (default: static)",
+    )
+    model.add_argument(
         "--diffusion-steps",
         type=_positive_int,
         default=S,

@@ -15,6 +15,7 @@ EXTRA_FLAGS = {
     "mnist_product_vmf.py": ["--compare"],
     "gaussian_vae.py": ["--compare", "--covariance", "full"],
     "power_spherical_vae.py": ["--compare"],
+    "flow_vae.py": ["--compare", "--flow-type", "amortized"],
 }
 
 

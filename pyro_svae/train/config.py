@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from pyro_svae.data import DATASETS
+from pyro_svae.flows import parse_flow_spec
 from pyro_svae.latent_spec import parse_latent_spec
 from pyro_svae.models.vae import LIKELIHOODS
 
@@ -97,6 +98,8 @@ class TrainConfig:
     min_concentration: float = 1.0
     covariance: str = "diag"
     diffusion_steps: int | None = None
+    flow: str | None = None
+    flow_type: str = "static"
     progress: bool = True
     knn_labels: tuple[int, ...] = field(default=(100, 600, 1000))
 
@@ -120,6 +123,8 @@ class TrainConfig:
             self.out = str(self.out)
         if self.look_ahead is None:
             self.look_ahead = 0
+        if isinstance(self.flow, str) and self.flow.strip().lower() in ("", "none"):
+            self.flow = None
         if isinstance(self.latent, str):
             with contextlib.suppress(TypeError, ValueError):  # reported by validate()
                 self.latent = parse_latent_spec(self.latent).format()
@@ -173,6 +178,10 @@ class TrainConfig:
             raise bad("capacity", "None or (c_min, c_max, epochs), three numbers >= 0")
         if self.covariance not in ("diag", "full"):
             raise bad("covariance", "'diag' or 'full'")
+        try:
+            parse_flow_spec(self.flow, self.flow_type)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"flow: {err}") from None
         if self.diffusion_steps is not None and not (
             _is_int(self.diffusion_steps) and self.diffusion_steps > 0
         ):

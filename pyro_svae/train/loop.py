@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from pyro_svae.data import ImageData, load_splits
 from pyro_svae.infer import AnnealedELBO, CapacitySchedule
-from pyro_svae.models.vae import VAE
+from pyro_svae.models import VAE, FlowVAE
 
 from .checkpoint import (
     capture_rng_state,
@@ -109,7 +109,10 @@ class Trainer:
 
         pyro.clear_param_store()
         pyro.set_rng_seed(config.seed)
-        self.vae = VAE(
+        model_class, flow_kwargs = VAE, {}
+        if config.flow is not None:
+            model_class, flow_kwargs = FlowVAE, {"flow": config.flow, "flow_type": config.flow_type}
+        self.vae = model_class(
             config.latent,
             train.dim,
             hidden=config.hidden,
@@ -119,6 +122,7 @@ class Trainer:
             min_concentration=config.min_concentration,
             covariance=config.covariance,
             diffusion_steps=config.diffusion_steps,
+            **flow_kwargs,
         ).to(self.device)
         capacity = None
         if config.capacity is not None:

@@ -1,0 +1,33 @@
+"""Normalizing flows for VAE posteriors: Euclidean (planar, radial, Householder, NICE) and spherical
+(Householder, Möbius), static or amortized. See :mod:`pyro_svae.flows.spec` for the spec strings and
+:class:`pyro_svae.models.flow_vae.FlowVAE` for the model."""
+
+from .euclidean import AdditiveCoupling, DiagonalScaling, EuclideanFlow, LinearHypernet
+from .spec import (
+    EUCLIDEAN_FLOWS,
+    FLOW_KINDS,
+    FLOW_TYPES,
+    SPHERE_FLOWS,
+    FlowSpec,
+    FlowTerm,
+    parse_flow_spec,
+)
+from .sphere import MobiusTransform, SphereFlow, SphereHouseholder, mobius_point
+
+__all__ = [
+    "EUCLIDEAN_FLOWS",
+    "FLOW_KINDS",
+    "FLOW_TYPES",
+    "SPHERE_FLOWS",
+    "AdditiveCoupling",
+    "DiagonalScaling",
+    "EuclideanFlow",
+    "FlowSpec",
+    "FlowTerm",
+    "LinearHypernet",
+    "MobiusTransform",
+    "SphereFlow",
+    "SphereHouseholder",
+    "mobius_point",
+    "parse_flow_spec",
+]

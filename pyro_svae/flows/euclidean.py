@@ -1,0 +1,250 @@
+r"""Flows on :math:`\mathbb{R}^d` for Gaussian posterior groups, static or amortized.
+
+Planar, radial and Householder steps are Pyro's (:class:`~pyro.distributions.transforms.Planar`,
+:class:`~pyro.distributions.transforms.Radial`, :class:`~pyro.distributions.transforms.Householder` and
+their ``Conditional*`` versions); only NICE (Dinh et al. 2015) is written here: volume-preserving additive
+coupling layers :class:`AdditiveCoupling` over alternating halves, closed by a diagonal
+:class:`DiagonalScaling` (log-determinant :math:`\sum_i s_i` for a scale :math:`e^{s}`).
+
+Amortized parameters come from the encoder features ``h`` through a :class:`LinearHypernet`; the
+transforms broadcast them against extra leading batch dims of the input (e.g. importance particles).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import pyro.distributions.transforms as T
+import torch
+from pyro.distributions import constraints
+from pyro.distributions.torch_transform import TransformModule
+from torch import Tensor, nn
+from torch.distributions import Transform
+
+__all__ = [
+    "AdditiveCoupling",
+    "CouplingNet",
+    "DiagonalScaling",
+    "EuclideanFlow",
+    "LinearHypernet",
+]
+
+
+class LinearHypernet(nn.Module):
+    """``h (..., H) -> (p_1, ..., p_k)``: one linear layer split into tensors of sizes ``param_dims``.
+
+    Initialised near zero so that an amortized flow starts close to the identity.
+    """
+
+    def __init__(self, in_features: int, param_dims: Sequence[int], init_scale: float = 1e-2):
+        super().__init__()
+        self.param_dims = tuple(int(p) for p in param_dims)
+        self.linear = nn.Linear(in_features, sum(self.param_dims))
+        with torch.no_grad():
+            self.linear.weight.mul_(init_scale)
+            self.linear.bias.normal_(0.0, init_scale)
+
+    def forward(self, h: Tensor) -> tuple[Tensor, ...]:
+        return tuple(self.linear(h).split(self.param_dims, dim=-1))
+
+
+class CouplingNet(nn.Module):
+    """The shift network of a coupling layer: ``(x_a[, h]) -> t``, an MLP with zero-initialised output."""
+
+    def __init__(self, in_features: int, out_features: int, hidden: int = 64) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(in_features, hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, out_features),
+        )
+        nn.init.zeros_(self.net[-1].weight)
+        nn.init.zeros_(self.net[-1].bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
+def _with_context(x: Tensor, context: Tensor | None) -> Tensor:
+    if context is None:
+        return x
+    batch = torch.broadcast_shapes(x.shape[:-1], context.shape[:-1])
+    return torch.cat(
+        [x.expand(*batch, x.shape[-1]), context.expand(*batch, context.shape[-1])], dim=-1
+    )
+
+
+class AdditiveCoupling(Transform):
+    r"""NICE's additive coupling :math:`y_a = x_a,\; y_b = x_b + t(x_a[, h])` (log-det 0).
+
+    :param int split_dim: size of the first half :math:`x_a = x_{:split}`.
+    :param net: the shift network, called on :math:`x_a` (with the context ``h`` appended if given).
+    :param bool flip: swap the roles of the halves (:math:`x_b` conditions, :math:`x_a` is shifted).
+    :param context: encoder features for an amortized flow, broadcast against ``x``'s batch dims.
+    """
+
+    domain = constraints.real_vector
+    codomain = constraints.real_vector
+    bijective = True
+    volume_preserving = True
+
+    def __init__(
+        self,
+        split_dim: int,
+        net: Callable[[Tensor], Tensor],
+        flip: bool = False,
+        context: Tensor | None = None,
+    ) -> None:
+        super().__init__(cache_size=1)
+        self.split_dim = int(split_dim)
+        self.net = net
+        self.flip = bool(flip)
+        self.context = context
+
+    def _halves(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        a, b = x[..., : self.split_dim], x[..., self.split_dim :]
+        return (b, a) if self.flip else (a, b)
+
+    def _join(self, cond: Tensor, moved: Tensor) -> Tensor:
+        batch = torch.broadcast_shapes(cond.shape[:-1], moved.shape[:-1])
+        cond, moved = cond.expand(*batch, cond.shape[-1]), moved.expand(*batch, moved.shape[-1])
+        return torch.cat([moved, cond] if self.flip else [cond, moved], dim=-1)
+
+    def _call(self, x: Tensor) -> Tensor:
+        cond, moved = self._halves(x)
+        return self._join(cond, moved + self.net(_with_context(cond, self.context)))
+
+    def _inverse(self, y: Tensor) -> Tensor:
+        cond, moved = self._halves(y)
+        return self._join(cond, moved - self.net(_with_context(cond, self.context)))
+
+    def log_abs_det_jacobian(self, x: Tensor, y: Tensor) -> Tensor:
+        batch = torch.broadcast_shapes(x.shape[:-1], y.shape[:-1])
+        return x.new_zeros(batch)
+
+
+class DiagonalScaling(Transform):
+    r"""NICE's final scaling :math:`y = e^{s} \odot x`, log-det :math:`\sum_i s_i`.
+
+    :param log_scale: :math:`s`, shape ``(d,)`` (static) or ``batch + (d,)`` (amortized), or a callable
+        returning it.
+    """
+
+    domain = constraints.real_vector
+    codomain = constraints.real_vector
+    bijective = True
+
+    def __init__(self, log_scale: Tensor | Callable[[], Tensor]) -> None:
+        super().__init__(cache_size=1)
+        self._log_scale = log_scale
+
+    def log_scale(self) -> Tensor:
+        return self._log_scale() if callable(self._log_scale) else self._log_scale
+
+    def _call(self, x: Tensor) -> Tensor:
+        return x * self.log_scale().exp()
+
+    def _inverse(self, y: Tensor) -> Tensor:
+        return y * (-self.log_scale()).exp()
+
+    def log_abs_det_jacobian(self, x: Tensor, y: Tensor) -> Tensor:
+        s = self.log_scale().sum(-1)
+        return s.expand(torch.broadcast_shapes(s.shape, x.shape[:-1]))
+
+
+class _StaticScaling(DiagonalScaling, TransformModule):
+    def __init__(self, dim: int) -> None:
+        TransformModule.__init__(self)
+        DiagonalScaling.__init__(self, lambda: self.log_scale_param)
+        self.log_scale_param = nn.Parameter(torch.zeros(dim))
+
+
+class EuclideanFlow(nn.Module):
+    r"""The flow steps of one Gaussian group of dimension ``dim``, for a list of flow terms.
+
+    :param int dim: dimension :math:`d` of the group.
+    :param terms: :class:`~pyro_svae.flows.spec.FlowTerm` s (their Euclidean kinds).
+    :param int context_dim: width of the encoder features for an amortized flow, ``None`` for static.
+    :param int coupling_hidden: hidden width of the NICE shift networks.
+
+    :meth:`transforms` returns the list of :class:`torch.distributions.Transform` to push the base
+    posterior through, conditioned on the encoder features ``h`` when amortized.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        terms: Sequence,
+        context_dim: int | None = None,
+        coupling_hidden: int = 64,
+    ) -> None:
+        super().__init__()
+        self.dim = int(dim)
+        self.amortized = context_dim is not None
+        self.kinds: list[str] = []
+        self.flips: list[bool] = []
+        self.steps = nn.ModuleList()
+        for term in terms:
+            if not term.euclidean:
+                raise ValueError(f"the flow kind {term.kind!r} does not apply to R^{dim}")
+            if term.kind == "nice" and self.dim < 2:
+                raise ValueError("a NICE flow needs a Gaussian group of dimension >= 2")
+            for step in range(term.steps):
+                self.kinds.append(term.kind)
+                self.flips.append(step % 2 == 1)
+                self.steps.append(self._make(term.kind, step, context_dim, coupling_hidden))
+            if term.kind == "nice":  # the final diagonal scaling of NICE
+                self.kinds.append("scaling")
+                self.flips.append(False)
+                self.steps.append(
+                    _StaticScaling(self.dim)
+                    if context_dim is None
+                    else LinearHypernet(context_dim, [self.dim])
+                )
+
+    def _make(self, kind: str, step: int, context_dim: int | None, hidden: int) -> nn.Module:
+        d = self.dim
+        if kind == "nice":
+            split = d // 2
+            cond, moved = (split, d - split) if step % 2 == 0 else (d - split, split)
+            return CouplingNet(cond + (context_dim or 0), moved, hidden)
+        if context_dim is None:
+            if kind == "planar":
+                return T.Planar(d)
+            if kind == "radial":
+                return T.Radial(d)
+            return T.Householder(d, count_transforms=1)
+        if kind == "planar":
+            return T.ConditionalPlanar(LinearHypernet(context_dim, [1, d, d]))
+        if kind == "radial":
+            return T.ConditionalRadial(LinearHypernet(context_dim, [d, 1, 1]))
+        # the hypernet returns a 1-tuple; ConditionalHouseholder wants the tensor itself
+        return T.ConditionalHouseholder(d, _First(LinearHypernet(context_dim, [d], 1.0)), 1)
+
+    def transforms(self, context: Tensor | None = None) -> list[Transform]:
+        """The flow's transforms, conditioned on ``context`` (the encoder features) when amortized."""
+        if self.amortized and context is None:
+            raise ValueError("an amortized flow needs the encoder features as context")
+        out: list[Transform] = []
+        for kind, flip, step in zip(self.kinds, self.flips, self.steps, strict=True):
+            if kind == "nice":
+                split = self.dim // 2
+                out.append(AdditiveCoupling(split, step, flip, context if self.amortized else None))
+            elif kind == "scaling":
+                out.append(step if not self.amortized else DiagonalScaling(step(context)[0]))
+            elif self.amortized:
+                out.append(step.condition(context))
+            else:
+                out.append(step)
+        return out
+
+
+class _First(nn.Module):
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, h: Tensor) -> Tensor:
+        return self.net(h)[0]
