@@ -42,6 +42,7 @@ from .config import TrainConfig, resume_conflicts
 from .device import resolve_device
 from .evaluation import knn_scores, score
 from .guard import GuardedSVI, NonFiniteLossError, TrainingDivergedError
+from .optim import FusedAdam
 from .summary import RunPaths, environment, write_metrics, write_summary
 
 __all__ = ["Trainer", "train"]
@@ -170,7 +171,7 @@ class Trainer:
         return data
 
     def _make_optim(self, state: dict[str, Any] | None = None) -> pyro.optim.PyroOptim:
-        optim = pyro.optim.Adam({"lr": self.lr})
+        optim = FusedAdam({"lr": self.lr})
         if state:
             optim.set_state(_with_lr(state, self.lr))
         return optim
