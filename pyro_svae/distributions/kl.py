@@ -76,14 +76,15 @@ def _kl_vmf_vmf(p: VonMisesFisher, q: VonMisesFisher) -> Tensor:
     batch_shape = _check_same_dim(p, q)
     kappa_p = p.concentration.to(torch.float64)
     mean_p = vmf_mean_resultant(p.dim, kappa_p).unsqueeze(-1) * p.loc.to(torch.float64)
-    neg_entropy_p = kappa_p * vmf_mean_resultant(p.dim, kappa_p) - log_vmf_partition(p.dim, kappa_p)
-    kl = neg_entropy_p - log_sphere_area(p.dim) - _expected_log_vmf(mean_p, q)
+    # E_p[log p] = -H(p) = KL(p || U) - log|S^{m-1}|
+    kl = p._kl_to_uniform64() - log_sphere_area(p.dim) - _expected_log_vmf(mean_p, q)
     return _expand(kl.to(p.concentration.dtype), batch_shape)
 
 
 @register_kl(PowerSpherical, VonMisesFisher)
 def _kl_powerspherical_vmf(p: PowerSpherical, q: VonMisesFisher) -> Tensor:
     batch_shape = _check_same_dim(p, q)
-    neg_entropy_p = -p.entropy().to(torch.float64)
-    kl = neg_entropy_p - _expected_log_vmf(p.mean.to(torch.float64), q)
+    kappa_p = p.concentration.to(torch.float64)
+    mean_p = (kappa_p / (p.dim - 1 + kappa_p)).unsqueeze(-1) * p.loc.to(torch.float64)
+    kl = -p._entropy64() - _expected_log_vmf(mean_p, q)
     return _expand(kl.to(p.concentration.dtype), batch_shape)

@@ -104,13 +104,14 @@ class PowerSpherical(RotationallySymmetric):
         alpha = self._beta + kappa
         return math.log(2.0) + torch.digamma(alpha) - torch.digamma(alpha + self._beta)
 
-    def entropy(self) -> Tensor:
+    def _entropy64(self) -> Tensor:
+        """:meth:`entropy` in float64 (also used by the KLs)."""
         kappa = self.concentration.to(torch.float64)
-        entropy = self._log_normalizer() - kappa * self._expected_log1p_cosine()
-        return entropy.to(self.concentration.dtype)
+        return self._log_normalizer() - kappa * self._expected_log1p_cosine()
+
+    def entropy(self) -> Tensor:
+        return self._entropy64().to(self.concentration.dtype)
 
     def kl_to_uniform(self) -> Tensor:
         """:math:`\\mathrm{KL}(\\mathrm{PS} \\,\\|\\, U) = \\log|S^{m-1}| - H`, shape ``batch_shape``."""
-        kappa = self.concentration.to(torch.float64)
-        negative_entropy = kappa * self._expected_log1p_cosine() - self._log_normalizer()
-        return (negative_entropy + log_sphere_area(self.dim)).to(self.concentration.dtype)
+        return (log_sphere_area(self.dim) - self._entropy64()).to(self.concentration.dtype)

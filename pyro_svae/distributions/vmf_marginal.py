@@ -175,23 +175,20 @@ def sample_marginal_mh(dim: int, kappa: Tensor, steps: int) -> tuple[Tensor, Ten
 def _truncation_length(dim: int, kappa: Tensor, w: Tensor, omw: Tensor, side_len: Tensor, lower):
     """Distance s from w, on the chosen side, where f has fallen by exp(-TAIL_LOG) (clipped to the side).
 
-    For m >= 4, g(t) = log f(t) = kappa t + a log(1 - t^2) is concave with g'' <= -2a, which bounds s from
+    Used for m = 2 and m >= 4 (m = 3 has a closed form). For m >= 4, g(t) = log f(t) = kappa t + a log(1 - t^2) is concave with g'' <= -2a, which bounds s from
     above; h(s) = g(w) - g(w -/+ s) - TAIL_LOG is increasing, and bisection on log s (robust next to the
     logarithmic singularity at t = -/+1, where Newton's method stalls) brings the bound within 4 % of the
     root, always from above, so the truncation error stays below exp(-TAIL_LOG).
     """
-    if (
-        dim == 2
-    ):  # f ∝ e^{kappa t} (1-t^2)^{-1/2}: the exponential sets the decay of the lower side;
-        # the upper side (w >= 0) is integrated whole, its singularity being removed by the substitution.
+    if dim == 2:
+        # f ∝ e^{kappa t} (1-t^2)^{-1/2}: the exponential sets the decay of the lower side; the upper
+        # side (w >= 0) is integrated whole, its singularity being removed by the substitution.
         return torch.where(lower, torch.minimum(side_len, TAIL_LOG / kappa), side_len)
     a = 0.5 * (dim - 3)
     one_minus_w_sq = omw * (2.0 - omw)
     slope = (kappa - 2.0 * a * w / one_minus_w_sq).abs()  # |g'(w)|, g decreasing along the side
     bound = 2.0 * TAIL_LOG / (slope + torch.sqrt(slope * slope + 4.0 * a * TAIL_LOG))
     hi = torch.minimum(bound, side_len)
-    if a == 0:
-        return hi
     direction = torch.where(lower, -1.0, 1.0).to(w)
     log_one_minus_w_sq = torch.log(one_minus_w_sq)
     lo = hi * 2.0**-50

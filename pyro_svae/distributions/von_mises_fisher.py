@@ -128,13 +128,16 @@ class VonMisesFisher(RotationallySymmetric):
         Relative error ~1e-14 for :math:`\\kappa \\le 10^3`, growing to ~2e-9 at :math:`\\kappa = 10^7`,
         where the term :math:`\\kappa(1 - A_m)` multiplies the rounding error of :math:`A_m` by :math:`\\kappa`.
         """
+        return self._kl_to_uniform64().to(self.concentration.dtype)
+
+    def _kl_to_uniform64(self) -> Tensor:
+        """:meth:`kl_to_uniform` in float64 (also used by the KL to another vMF)."""
         kappa = self.concentration.to(torch.float64)
         a = vmf_mean_resultant(self.dim, kappa)
         # Small kappa: both terms are O(kappa^2). Large kappa: kappa (A - 1) - (l - kappa), both O(log kappa).
         small = kappa * a - log_vmf_partition(self.dim, kappa)
         large = kappa * (a - 1.0) - log_vmf_partition(self.dim, kappa, scaled=True)
-        kl = torch.where(kappa <= 1.0, small, large)
-        return kl.to(self.concentration.dtype)
+        return torch.where(kappa <= 1.0, small, large)
 
     def entropy(self) -> Tensor:
         return log_sphere_area(self.dim) - self.kl_to_uniform()

@@ -47,6 +47,14 @@ LIKELIHOODS = ("bernoulli", "gaussian")
 _MIN_LOG_SCALE = -5.0
 
 
+def _decoder_part(group: LatentGroup, z: Tensor) -> Tensor:
+    """A group's sample as decoder input: ``(..., K, N, m) -> (..., 1, N, K*m)`` for a factor plate,
+    so the plate's slot stays as a singleton; other groups are already ``(..., N, d)``."""
+    if group.family != "normal" and group.count > 1:
+        return z.movedim(-3, -2).flatten(-2).unsqueeze(-3)
+    return z
+
+
 def _concat_latents(parts: list[Tensor]) -> Tensor:
     """Concatenate per-group latents along the last dim after broadcasting their batch dims."""
     batch = torch.broadcast_shapes(*(p.shape[:-1] for p in parts))
@@ -217,10 +225,9 @@ class VAE(nn.Module):
             if group.family != "normal" and group.count > 1:
                 with self._factor_plate(i, group):
                     z = pyro.sample(self.site_names[i], fn)
-                # (..., K, N, m) -> (..., 1, N, K*m): the factor-plate slot stays, as a singleton
-                parts.append(z.movedim(-3, -2).flatten(-2).unsqueeze(-3))
             else:
-                parts.append(pyro.sample(self.site_names[i], fn))
+                z = pyro.sample(self.site_names[i], fn)
+            parts.append(_decoder_part(group, z))
         return _concat_latents(parts)
 
     def decode(self, z: Tensor) -> Tensor:
@@ -276,17 +283,11 @@ class VAE(nn.Module):
     @torch.no_grad()
     def reconstruct(self, x: Tensor) -> Tensor:
         """Mean reconstruction of ``x`` from one posterior sample, shape ``(N, data_dim)``."""
-        z = torch.cat(
-            [
-                (
-                    fn.rsample().transpose(0, 1).flatten(-2)
-                    if g.family != "normal" and g.count > 1
-                    else fn.rsample()
-                )
-                for g, fn in zip(self.groups, self.posteriors(x), strict=True)
-            ],
-            dim=-1,
-        )
+        parts = [
+            _decoder_part(g, fn.rsample())
+            for g, fn in zip(self.groups, self.posteriors(x), strict=True)
+        ]
+        z = _concat_latents(parts).reshape(x.shape[0], -1)
         return self.likelihood_dist(self.decode(z)).base_dist.mean
 
     @torch.no_grad()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import pickle
+import re
 
 import pyro
 import pyro.poutine as poutine
@@ -194,7 +195,7 @@ def test_rsample_gradients_finite(case):
 @each_case
 def test_validation_errors(case):
     d = case.make((3,), torch.float64)
-    with pytest.raises(ValueError, match=rf"\({case.dim}\)|{case.dim}"):
+    with pytest.raises(ValueError, match=re.escape(f"(..., {case.dim})")):
         d.log_prob(torch.ones(3, case.dim + 1, dtype=torch.float64))
     off_sphere = 2.0 * d.sample()
     with pytest.raises(ValueError, match=r"support|constraint|sphere"):
