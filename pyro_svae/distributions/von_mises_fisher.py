@@ -103,7 +103,13 @@ class VonMisesFisher(RotationallySymmetric):
         sin = torch.sqrt(one_minus_w * (2.0 - one_minus_w))
         if kappa.requires_grad:
             # Implicit reparameterisation: values unchanged, d/dkappa carried by (kappa - kappa.detach()).
-            dw = marginal_dw_dkappa(self.dim, kappa.detach().to(torch.float64), w, one_minus_w)
+            dw = marginal_dw_dkappa(
+                self.dim,
+                kappa.detach().to(torch.float64),
+                w,
+                one_minus_w,
+                result_dtype=self.loc.dtype,
+            )
             dsin = torch.where(sin > 0, -w / sin.clamp_min(1e-300), torch.zeros_like(sin)) * dw
             delta = (kappa - kappa.detach()).to(torch.float64)
             w, sin = w + dw * delta, sin + dsin * delta

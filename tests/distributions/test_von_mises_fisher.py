@@ -86,31 +86,54 @@ def test_concentration_gradient_unbiased(dim, kappa):
     assert abs(grad.mean().item() - exact) <= 3 * se, (grad.mean().item(), exact, se)
 
 
-@pytest.mark.parametrize(
-    ("dim", "kappa"), [(2, 5.0), (3, 0.01), (3, 40.0), (5, 0.3), (10, 30.0), (50, 1e4), (100, 1.0)]
-)
-def test_implicit_gradient_matches_mpmath(dim, kappa):
-    """Pointwise dw/dkappa = int_w^1 (t - A) f(t)/f(w) dt, against mpmath quadrature (rel 1e-8)."""
-    torch.manual_seed(0)
-    k = torch.full((4,), kappa, dtype=torch.float64)
-    w, one_minus_w, _ = sample_marginal(dim, k)
-    ours = marginal_dw_dkappa(dim, k, w, one_minus_w)
+def _mpmath_dw_dkappa(dim: int, kappa: float, one_minus_w: float) -> float:
+    """dw/dkappa = -int_{-1}^{w} (t - A) f(t)/f(w) dt in mpmath (30 digits), in s = 1 - t."""
     mpmath.mp.dps = 30
     nu = mpmath.mpf(dim) / 2
     mean = mpmath.besseli(nu, kappa) / mpmath.besseli(nu - 1, kappa)
     a = mpmath.mpf(dim - 3) / 2
-    for i in range(4):
-        sw = mpmath.mpf(one_minus_w[i].item())
+    sw = mpmath.mpf(one_minus_w)
 
-        def integrand(s, sw=sw):
-            return (
-                (1 - s - mean)
-                * mpmath.exp(-kappa * (s - sw))
-                * ((s * (2 - s)) / (sw * (2 - sw))) ** a
-            )
+    def integrand(s):
+        return (
+            (1 - s - mean) * mpmath.exp(-kappa * (s - sw)) * ((s * (2 - s)) / (sw * (2 - sw))) ** a
+        )
 
-        expected = mpmath.quad(integrand, [0, sw * mpmath.mpf("1e-4"), sw / 2, sw])
-        assert ours[i].item() == pytest.approx(float(expected), rel=1e-8)
+    # -int_{-1}^{w} = int_{w}^{1} (the full integral vanishes); split where the integrand changes scale
+    points = {0.0, float(sw) * 1e-4, float(sw) / 2, float(sw), 2.0}
+    points |= {float(sw + c / kappa) for c in (1, 10, 40)} | {float(sw) * c for c in (1.01, 2, 10)}
+    points = sorted(p for p in points if 0 <= p <= 2)
+    lower = mpmath.quad(integrand, [p for p in points if p >= sw])
+    return (
+        float(-lower) if dim != 2 else float(mpmath.quad(integrand, [p for p in points if p <= sw]))
+    )
+
+
+@pytest.mark.parametrize(
+    ("dim", "kappa"),
+    [
+        (2, 5.0),
+        (3, 0.01),
+        (3, 40.0),
+        (4, 10.0),  # the mode is next to 1: the opposite endpoint is close to w on the lower side
+        (4, 1e3),
+        (5, 0.3),
+        (6, 10.0),
+        (10, 30.0),
+        (50, 1e4),
+        (100, 1.0),
+    ],
+)
+@pytest.mark.parametrize(("result_dtype", "rel"), [(torch.float64, 1e-8), (torch.float32, 2e-6)])
+def test_implicit_gradient_matches_mpmath(dim, kappa, result_dtype, rel):
+    """Pointwise dw/dkappa against mpmath, to the accuracy the result's dtype asks for."""
+    torch.manual_seed(0)
+    k = torch.full((6,), kappa, dtype=torch.float64)
+    w, one_minus_w, _ = sample_marginal(dim, k)
+    ours = marginal_dw_dkappa(dim, k, w, one_minus_w, result_dtype=result_dtype)
+    for i in range(6):
+        expected = _mpmath_dw_dkappa(dim, kappa, one_minus_w[i].item())
+        assert ours[i].item() == pytest.approx(expected, rel=rel), (i, w[i].item())
 
 
 def test_loc_gradient_unbiased():
