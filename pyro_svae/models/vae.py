@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pyro_svae.distributions import (
+    DiscretizedLogistic,
     HypersphericalUniform,
     PowerSpherical,
     SphericalDiffusion,
@@ -42,9 +43,12 @@ from pyro_svae.ops import safe_normalize
 
 __all__ = ["LIKELIHOODS", "VAE"]
 
-LIKELIHOODS = ("bernoulli", "gaussian")
+LIKELIHOODS = ("bernoulli", "gaussian", "discretized_logistic")
 #: log-scale floor of the Gaussian likelihood (pixels in [0, 1])
 _MIN_LOG_SCALE = -5.0
+#: log-scale floor of the discretised logistic (its log_prob is exact for any scale; this keeps
+#: early training stable: exp(-7) is a quarter of a grey level)
+_MIN_LOG_SCALE_DISCRETE = -7.0
 
 
 def _decoder_part(group: LatentGroup, z: Tensor) -> Tensor:
@@ -93,8 +97,10 @@ class VAE(nn.Module):
     :param hidden: encoder hidden sizes; the decoder mirrors them (default ``(256, 128)`` as in the papers).
     :param str arch: ``"mlp"`` or ``"conv"`` (needs ``image_shape``).
     :param image_shape: ``(channels, height, width)`` of a data point, for ``arch="conv"`` and plots.
-    :param str likelihood: ``"bernoulli"`` (binary data) or ``"gaussian"`` (grey data in [0, 1], per-pixel
-        mean and scale from the decoder).
+    :param str likelihood: ``"bernoulli"`` (binary data), ``"discretized_logistic"`` (8-bit grey data
+        scaled to [0, 1]: a probability mass over the 256 levels, see
+        :class:`~pyro_svae.distributions.DiscretizedLogistic`) or ``"gaussian"`` (a density on [0, 1]);
+        the last two take a per-pixel location and scale from the decoder.
     :param float min_concentration: floor added to ``softplus`` for vMF / Power Spherical concentrations.
     :param str covariance: ``"diag"`` or ``"full"`` for Gaussian posteriors.
     :param float min_diffusion_time: floor added to ``softplus`` for diffusion times.
@@ -140,7 +146,7 @@ class VAE(nn.Module):
             arch,
             data_dim=self.data_dim,
             latent_dim=self.spec.ambient_dim,
-            decoder_outputs=2 if likelihood == "gaussian" else 1,
+            decoder_outputs=1 if likelihood == "bernoulli" else 2,
             hidden=hidden,
             image_shape=image_shape,
         )
@@ -240,6 +246,9 @@ class VAE(nn.Module):
         if self.likelihood == "bernoulli":
             return dist.Bernoulli(logits=decoded, validate_args=False).to_event(1)
         mean, log_scale = decoded[..., : self.data_dim], decoded[..., self.data_dim :]
+        if self.likelihood == "discretized_logistic":
+            scale = torch.exp(log_scale.clamp(min=_MIN_LOG_SCALE_DISCRETE))
+            return DiscretizedLogistic(torch.sigmoid(mean), scale).to_event(1)
         scale = torch.exp(log_scale.clamp(min=_MIN_LOG_SCALE))
         return dist.Normal(torch.sigmoid(mean), scale).to_event(1)
 
