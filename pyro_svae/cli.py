@@ -95,9 +95,10 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
     )
     model.add_argument(
         "--likelihood",
-        choices=("bernoulli", "gaussian"),
+        choices=("bernoulli", "discretized_logistic", "gaussian"),
         default=S,
-        help="observation model (default: from the dataset, bernoulli for binary, gaussian for grey)",
+        help="observation model (default: from the dataset: bernoulli for binary data, "
+        "discretized_logistic, a probability mass over the 256 grey levels, for grey data)",
     )
     model.add_argument(
         "--min-concentration",
@@ -287,6 +288,17 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
             "shared with other jobs"
         ),
     )
+    run.add_argument(
+        "--distributed",
+        action="store_true",
+        default=S,
+        help=(
+            "data-parallel training in every process of a torchrun launch (implied under "
+            "torchrun): each process trains on batch-size / processes points of every batch, "
+            "gradients are averaged, rank 0 writes the files; gloo on CPU, nccl with --device "
+            "cuda (cuda:LOCAL_RANK). E.g. 'torchrun --nproc_per_node 2 -m pyro_svae train ...'"
+        ),
+    )
     add_data_dir_argument(run).default = S
     run.add_argument(
         "--out",
@@ -313,6 +325,16 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         default=S,
         help="start over in an --out folder that already holds a run",
+    )
+    run.add_argument(
+        "--plots",
+        action="store_true",
+        default=S,
+        help=(
+            "after training, write plots into the run folder: prior samples, reconstructions, "
+            "latent interpolations, training curves and, for S^2 factors, Hammer projections, 3-D "
+            "scatters and a rotating GIF, for S^1 factors circle plots (see pyro_svae.viz)"
+        ),
     )
     run.add_argument(
         "--no-progress",
@@ -344,6 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
             "  pyro-svae train --latent vmf:4,4 --epochs 100 --out runs/vmf44\n"
             "  pyro-svae train --latent normal:10 --kl-warmup 100 --look-ahead 50\n"
             "  pyro-svae train --latent vmf --zd 4 4      # same space as vmf:4,4\n"
+            "  pyro-svae train --latent vmf:2,1 --plots   # + Hammer, 3-D, GIF and circle plots\n"
             "  pyro-svae train --out runs/vmf44 --resume  # after an interruption"
         ),
     )
@@ -383,8 +406,10 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     With ``--resume`` and an existing checkpoint, flags not given keep the run's values.
     """
     from pyro_svae.train import TrainConfig, load_checkpoint
+    from pyro_svae.train.distributed import launched_by_torchrun
 
-    given = {k: v for k, v in vars(args).items() if k not in ("command", "latent", "zd")}
+    skip = ("command", "latent", "zd", "plots")  # plots: what to do after training, not config
+    given = {k: v for k, v in vars(args).items() if k not in skip}
     spec = latent_from_args(getattr(args, "latent", None), getattr(args, "zd", None))
     if spec is not None:
         given["latent"] = spec
@@ -399,6 +424,9 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
             base = dict(load_checkpoint(checkpoint)["config"])
             base.update(resume=False, overwrite=False, out=str(probe.run_dir))
             base.pop("progress")  # presentation: this invocation's choice
+            base.pop("distributed", None)  # how this invocation was launched
+    if "distributed" not in given and launched_by_torchrun():
+        given["distributed"] = True  # one of torchrun's processes: train data-parallel
     return TrainConfig(**{**base, **given})
 
 
@@ -442,8 +470,10 @@ def _run_train(args: argparse.Namespace) -> int:
     log = logging.getLogger("pyro_svae.train")
     log.addHandler(handler)
     log.setLevel(logging.INFO)
+    trainer = None
     try:
-        summary = Trainer(config).run()
+        trainer = Trainer(config)
+        summary = trainer.run()
     except (
         ValueError,
         FileExistsError,
@@ -460,7 +490,22 @@ def _run_train(args: argparse.Namespace) -> int:
         return 130
     finally:
         log.removeHandler(handler)
+        if trainer is not None:
+            trainer.close()
+    if not trainer.is_main:  # distributed: rank 0 plots and reports
+        return 0
+    plot_error = None
+    if getattr(args, "plots", False):
+        from pyro_svae.train.report import save_run_plots
+
+        try:
+            summary["files"].update(save_run_plots(trainer))
+        except (ValueError, OSError) as err:
+            plot_error = err
     print(_format_results(summary))
+    if plot_error is not None:
+        print(f"pyro-svae train: error writing the plots: {plot_error}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -23,7 +23,9 @@ ARCHS = ("mlp", "conv")
 #: fields that may differ between a run and its ``resume``: they change neither the model nor the
 #: training settings, only how long it runs, where it runs, reads and writes, and how it is
 #: evaluated (another device or thread count may change floating-point rounding, so the
-#: bit-for-bit guarantee holds for an unchanged device and thread count).
+#: bit-for-bit guarantee holds for an unchanged device and thread count). ``distributed`` may change
+#: too: the global batch stays ``batch_size``, only the latent-noise streams (one per process)
+#: differ, so bit for bit also needs the same number of processes.
 RESUME_MAY_CHANGE = frozenset(
     {
         "epochs",
@@ -42,6 +44,7 @@ RESUME_MAY_CHANGE = frozenset(
         "knn_labels",
         "max_retries",
         "lr_decay",
+        "distributed",
     }
 )
 
@@ -61,10 +64,12 @@ class TrainConfig:
     Durations (``epochs``, ``kl_warmup``, the third entry of ``capacity``, ``early_stopping_burn_in``,
     ``look_ahead``) are in epochs; ``kl_warmup`` and ``capacity`` are converted to SVI steps
     (minibatches) for :class:`~pyro_svae.infer.AnnealedELBO`. ``likelihood=None`` picks
-    ``"bernoulli"`` for binary data and ``"gaussian"`` for grey data. ``out=None`` means
+    ``"bernoulli"`` for binary data and ``"discretized_logistic"`` for grey data. ``out=None`` means
     ``runs/<dataset>-<latent>-seed<seed>`` (see :attr:`run_dir`). ``max_train_batches`` and
     ``max_eval_points`` cap the work per epoch / per evaluation, for smoke runs and tests.
     ``threads`` sets :func:`torch.set_num_threads` (``None``: torch's default).
+    ``distributed=True`` trains data-parallel in every process of a ``torchrun`` launch, each on
+    ``batch_size / world_size`` points of every global batch (see :mod:`pyro_svae.train.distributed`).
     Invalid values raise :class:`ValueError` naming the field.
     """
 
@@ -101,6 +106,7 @@ class TrainConfig:
     flow: str | None = None
     flow_type: str = "static"
     progress: bool = True
+    distributed: bool = False
     knn_labels: tuple[int, ...] = field(default=(100, 600, 1000))
 
     def __post_init__(self) -> None:
@@ -193,7 +199,7 @@ class TrainConfig:
             _is_int(k) and k > 0 for k in self.knn_labels
         ):
             raise bad("knn_labels", "a list of positive integers (empty: no k-NN)")
-        for name in ("resume", "overwrite", "progress"):
+        for name in ("resume", "overwrite", "progress", "distributed"):
             if not isinstance(getattr(self, name), bool):
                 raise bad(name, "True or False")
         if self.resume and self.overwrite:

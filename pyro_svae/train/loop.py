@@ -8,6 +8,11 @@ written atomically to ``checkpoint.pt``, so ``resume=True`` continues an interru
 result, bit for bit on the same machine.
 
 Training uses Pyro's global parameter store, which :class:`Trainer` clears when it is created.
+
+With ``config.distributed`` every process of a ``torchrun`` launch runs a :class:`Trainer`: each
+trains on its slice of every global batch, the gradients are summed over the processes before the
+optimizer step, evaluation is split between them, and rank 0 alone writes the run's files (see
+:mod:`pyro_svae.train.distributed`).
 """
 
 from __future__ import annotations
@@ -40,6 +45,15 @@ from .checkpoint import (
 )
 from .config import TrainConfig, resume_conflicts
 from .device import resolve_device
+from .distributed import (
+    TEST_STREAM,
+    TRAIN_STREAM,
+    DistContext,
+    DistributedSVI,
+    setup,
+    sharded_score,
+    teardown,
+)
 from .evaluation import knn_scores, score
 from .guard import GuardedSVI, NonFiniteLossError, TrainingDivergedError
 from .optim import FusedAdam
@@ -87,23 +101,48 @@ class Trainer:
 
     Creating a trainer loads the data, clears Pyro's parameter store, seeds every generator, sets
     torch's thread count if ``config.threads`` is given and builds the model; nothing is written
-    until :meth:`run`.
+    until :meth:`run`. With ``config.distributed`` it first joins (or creates, from ``torchrun``'s
+    environment) the process group and takes rank 0's configuration; :meth:`close` (called by
+    :func:`train`) destroys a group it created.
     """
 
     def __init__(
         self, config: TrainConfig, *, datasets: Mapping[str, ImageData] | None = None
     ) -> None:
         config.validate()
+        self.dist: DistContext | None = None
+        if config.distributed:
+            self.dist = setup(config.device)
+        try:
+            self._init(config, datasets)
+        except BaseException:
+            self.close()
+            raise
+
+    def _init(self, config: TrainConfig, datasets: Mapping[str, ImageData] | None) -> None:
+        if self.dist is not None:
+            config = self.dist.broadcast_object(config)  # every rank trains rank 0's settings
         self.config = config
         if config.threads is not None:
             torch.set_num_threads(config.threads)
-        self.device = resolve_device(config.device)
+        self.device = resolve_device(config.device) if self.dist is None else self.dist.device
+        self.is_main = self.dist is None or self.dist.is_main
         self.paths = RunPaths(config.run_dir)
-        self._check_run_dir()
-        self.data = self._load_data(datasets)
+        self._on_main(self._check_run_dir)
+        if self.dist is None:
+            self.data = self._load_data(datasets)
+        else:
+            self._check_world()
+            with self.dist.local_main_first():
+                self.data = self._load_data(datasets)
+            if len(self.data["train"]) < self.dist.world_size:
+                raise ValueError(
+                    f"the training split has {len(self.data['train'])} points, fewer than the "
+                    f"{self.dist.world_size} processes"
+                )
         train = self.data["train"]
         self.likelihood = config.likelihood or (
-            "bernoulli" if train.likelihood == "bernoulli" else "gaussian"
+            "bernoulli" if train.likelihood == "bernoulli" else "discretized_logistic"
         )
         self.num_batches = math.ceil(len(train) / config.batch_size)
         self.steps_per_epoch = min(self.num_batches, config.max_train_batches or self.num_batches)
@@ -137,7 +176,17 @@ class Trainer:
         )
         self.lr = config.lr
         self.optim = self._make_optim()
-        self.svi = GuardedSVI(self.vae.model, self.vae.guide, self.optim, self.elbo)
+        if self.dist is None:
+            self.svi = GuardedSVI(self.vae.model, self.vae.guide, self.optim, self.elbo)
+        else:
+            self.svi = DistributedSVI(
+                self.vae.model,
+                self.vae.guide,
+                self.optim,
+                self.elbo,
+                context=self.dist,
+                params=self.vae.parameters,
+            )
         self.generator = torch.Generator().manual_seed(config.seed)
 
         self.epoch = 0  # completed epochs
@@ -155,6 +204,30 @@ class Trainer:
     # ------------------------------------------------------------------------------------------
     # set-up
     # ------------------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Destroy the process group if this trainer created it (no-op otherwise)."""
+        if self.dist is not None:
+            teardown(self.dist)
+
+    def _on_main(self, fn):
+        """``fn()`` here, or, when distributed, on rank 0 with its result (or error) on every rank."""
+        return fn() if self.dist is None else self.dist.run_on_main(fn)
+
+    def _check_world(self) -> None:
+        """The global batch must split evenly over the processes."""
+        world, batch = self.dist.world_size, self.config.batch_size
+        if batch % world:
+            raise ValueError(
+                f"batch_size {batch} is the global batch, split over the {world} processes: it "
+                f"must be a multiple of {world} (e.g. {world * -(-batch // world)})"
+            )
+
+    def _score(self, data: ImageData, **kwargs) -> dict[str, float]:
+        """:func:`score`, split over the processes when distributed."""
+        if self.dist is None:
+            return score(self.vae, data, **kwargs)
+        return sharded_score(self.dist, self.vae, data, **kwargs)
 
     def _load_data(self, datasets: Mapping[str, ImageData] | None) -> dict[str, ImageData]:
         cfg = self.config
@@ -245,13 +318,18 @@ class Trainer:
         restore_rng_state(state["rng"], self.generator, self.device)
 
     def _save(self, improved: bool) -> None:
-        save_checkpoint(self.paths.checkpoint, self.state_dict())
+        if self.is_main:
+            save_checkpoint(self.paths.checkpoint, self.state_dict())
         self._saved_epoch = self.epoch
+        if not self.is_main:
+            return
         if improved:
             self._save_best()
         write_metrics(self.paths, self.history)
 
     def _save_best(self) -> None:
+        if not self.is_main:
+            return
         params = self.best_params if self.best_params is not None else self.vae.state_dict()
         save_checkpoint(
             self.paths.best,
@@ -279,12 +357,15 @@ class Trainer:
 
     def _prepare_run_dir(self) -> None:
         cfg, paths = self.config, self.paths
-        self._check_run_dir()
+        self._on_main(self._check_run_dir)
         if cfg.resume:
-            self.load_state_dict(load_checkpoint(paths.checkpoint))
-            write_metrics(self.paths, self.history)
-            logger.info("resumed %s after epoch %d", paths.checkpoint, self.epoch)
-        elif cfg.overwrite:
+            self.load_state_dict(self._on_main(lambda: load_checkpoint(paths.checkpoint)))
+            if self.is_main:
+                write_metrics(self.paths, self.history)
+                logger.info("resumed %s after epoch %d", paths.checkpoint, self.epoch)
+        if not self.is_main:
+            return
+        if cfg.overwrite:
             for path in (
                 paths.checkpoint,
                 paths.best,
@@ -335,6 +416,8 @@ class Trainer:
         self.vae.load_state_dict(snap.model)
         self._set_optim(self._make_optim(snap.optim))
         self.elbo.set_step(snap.step)
+        if not self.is_main:
+            return
         logger.warning(
             "%s at %s: restored the parameters of step %d, learning rate %.3g -> %.3g (retry %d/%d)",
             err,
@@ -356,12 +439,15 @@ class Trainer:
         count = 0
         recoveries_before = self.recoveries
         self.vae.train()
+        if self.dist is not None:  # each process its own latent noise, reproducible per epoch
+            self.dist.seed_stream(cfg.seed, TRAIN_STREAM, epoch)
         snap = self._snapshot(totals, count)
+        # the global batches; a DistributedSVI step trains on this process's slice of each
         batches = train.batches(cfg.batch_size, shuffle=True, generator=self.generator)
         with tqdm(
             total=self.steps_per_epoch,
             desc=f"epoch {epoch}/{cfg.epochs}",
-            disable=not cfg.progress,
+            disable=not (cfg.progress and self.is_main),
             leave=False,
             dynamic_ncols=True,
         ) as bar:
@@ -392,8 +478,7 @@ class Trainer:
 
         start = time.perf_counter()
         self.vae.eval()
-        val = score(
-            self.vae,
+        val = self._score(
             self.data["valid"],
             batch_size=cfg.eval_batch_size,
             limit=cfg.max_eval_points,
@@ -432,6 +517,8 @@ class Trainer:
         return row
 
     def _report(self, row: dict[str, Any]) -> None:
+        if not self.is_main:
+            return
         msg = (
             f"epoch {row['epoch']:>4}  loss {row['train_loss']:9.3f}  val ELBO {row['val_elbo']:9.3f}"
             f"  (best {self.best_val_elbo:.3f} @ {self.best_epoch})  KL {row['train_kl']:7.3f}"
@@ -454,6 +541,8 @@ class Trainer:
         """
         start = time.perf_counter()
         self._prepare_run_dir()
+        if self.dist is not None:  # the same starting point everywhere (also after a resume)
+            self.dist.broadcast_module(self.vae)
         try:
             while self.epoch < self.config.epochs and not self.stopped_early:
                 self.train_epoch()
@@ -466,7 +555,8 @@ class Trainer:
                 )
             else:
                 hint = "no epoch was completed, so there is nothing to resume"
-            print(f"\ninterrupted: {hint}", file=sys.stderr)
+            if self.is_main:
+                print(f"\ninterrupted: {hint}", file=sys.stderr)
             raise
 
     def _finish(self, start: float) -> dict[str, Any]:
@@ -475,24 +565,27 @@ class Trainer:
             self.vae.load_state_dict(self.best_params)
         self._save_best()
         self.vae.eval()
+        if self.dist is not None:
+            self.dist.seed_stream(cfg.seed, TEST_STREAM, 0)
         test = self.data["test"]
-        metrics = score(
-            self.vae,
+        metrics = self._score(
             test,
             batch_size=cfg.eval_batch_size,
             limit=cfg.max_eval_points,
             ll_samples=cfg.ll_samples,
             seed=_TEST_SEED,
-            progress=cfg.progress,
+            progress=cfg.progress and self.is_main,
         )
-        knn = knn_scores(
-            self.vae,
-            self.data["train"],
-            test,
-            cfg.knn_labels,
-            batch_size=cfg.eval_batch_size,
-            limit=cfg.max_eval_points,
-            seed=cfg.seed,
+        knn = self._on_main(
+            lambda: knn_scores(
+                self.vae,
+                self.data["train"],
+                test,
+                cfg.knn_labels,
+                batch_size=cfg.eval_batch_size,
+                limit=cfg.max_eval_points,
+                seed=cfg.seed,
+            )
         )
         summary = {
             "config": cfg.to_dict(),
@@ -523,14 +616,26 @@ class Trainer:
             ),
             "wall_time_s": time.perf_counter() - start,
             "environment": environment(self.device),
+            "distributed": (
+                None
+                if self.dist is None
+                else {"world_size": self.dist.world_size, "backend": self.dist.backend}
+            ),
             "files": self.paths.as_dict(),
         }
-        write_summary(self.paths, summary)
+        if self.is_main:
+            write_summary(self.paths, summary)
         return summary
 
 
 def train(
     config: TrainConfig, *, datasets: Mapping[str, ImageData] | None = None
 ) -> dict[str, Any]:
-    """Run :class:`Trainer` for ``config`` and return its summary (also in ``summary.json``)."""
-    return Trainer(config, datasets=datasets).run()
+    """Run :class:`Trainer` for ``config`` and return its summary (also in ``summary.json``);
+    with ``config.distributed``, call it in every process (each returns the summary, rank 0
+    writes it)."""
+    trainer = Trainer(config, datasets=datasets)
+    try:
+        return trainer.run()
+    finally:
+        trainer.close()

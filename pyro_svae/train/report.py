@@ -13,7 +13,14 @@ from pyro_svae.data import add_data_dir_argument
 from .config import TrainConfig
 from .loop import Trainer
 
-__all__ = ["add_example_arguments", "example_config", "results_table", "run_with_plots"]
+__all__ = [
+    "CURVE_KEYS",
+    "add_example_arguments",
+    "example_config",
+    "results_table",
+    "run_with_plots",
+    "save_run_plots",
+]
 
 
 def add_example_arguments(
@@ -92,25 +99,34 @@ def example_config(
     return TrainConfig(**settings)
 
 
-def run_with_plots(config: TrainConfig, num_images: int = 64) -> dict[str, Any]:
-    """Train one configuration, then save samples, reconstructions and training curves in its run folder."""
-    from pyro_svae import viz
+#: metrics of ``metrics.jsonl`` drawn by :func:`save_run_plots`
+CURVE_KEYS = ("train_loss", "val_elbo", "train_kl", "val_kl")
 
+
+def save_run_plots(trainer: Trainer, num_images: int = 64, **kwargs: Any) -> dict[str, Path]:
+    """After ``trainer.run()``: every plot that applies to its latent space, on its test split, in
+    its run folder (see :func:`pyro_svae.viz.save_all_plots`, which takes ``kwargs``); latent plots
+    show at most ``max_eval_points`` (and 1000) test points."""
+    from pyro_svae.viz import save_all_plots
+
+    kwargs.setdefault("curve_keys", CURVE_KEYS)
+    kwargs.setdefault("seed", trainer.config.seed)
+    kwargs.setdefault("num_points", min(1000, trainer.config.max_eval_points or 1000))
+    return save_all_plots(
+        trainer.vae,
+        trainer.data["test"],
+        trainer.paths.root,
+        metrics_path=trainer.paths.metrics_jsonl,
+        num_images=num_images,
+        **kwargs,
+    )
+
+
+def run_with_plots(config: TrainConfig, num_images: int = 64) -> dict[str, Any]:
+    """Train one configuration, then save its plots (:func:`save_run_plots`) in its run folder."""
     trainer = Trainer(config)
     summary = trainer.run()
-    root = Path(summary["run_dir"])
-    vae, test = trainer.vae, trainer.data["test"]
-    shape = test.image_shape
-    x = test.images[: min(20, len(test))].to(trainer.device)
-    plots = {
-        "samples": viz.save_image_grid(vae.generate(num_images).cpu(), shape, root / "samples.png"),
-        "reconstructions": viz.save_reconstructions(
-            x.cpu(), vae.reconstruct(x).cpu(), shape, root / "reconstructions.png"
-        ),
-        "curves": viz.save_training_curves(
-            trainer.paths.metrics_jsonl, root / "curves.png", keys=["train_loss", "val_elbo"]
-        ),
-    }
+    plots = save_run_plots(trainer, num_images)
     summary["plots"] = {key: str(path) for key, path in plots.items()}
     return summary
 

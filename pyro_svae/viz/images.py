@@ -1,19 +1,18 @@
-"""Plots: image grids (samples, reconstructions) and training curves, written to files with matplotlib."""
+"""Image grids: samples and reconstructions."""
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from matplotlib.figure import (
-    Figure,
-)  # object-oriented API: no pyplot state, no display, no backend switch
+from matplotlib.figure import Figure
 from torch import Tensor
 
-__all__ = ["image_grid", "save_image_grid", "save_reconstructions", "save_training_curves"]
+from ._common import save_figure
+
+__all__ = ["image_grid", "save_image_grid", "save_reconstructions"]
 
 
 def image_grid(
@@ -35,13 +34,6 @@ def image_grid(
     return grid[0] if c == 1 else grid.permute(1, 2, 0)
 
 
-def _save(fig, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    return path
-
-
 def save_image_grid(
     images: Tensor,
     image_shape: Sequence[int],
@@ -58,7 +50,7 @@ def save_image_grid(
     ax.axis("off")
     if title:
         ax.set_title(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def save_reconstructions(
@@ -79,24 +71,3 @@ def save_reconstructions(
     for start in range(0, originals.shape[0], ncol):
         rows += [originals[start : start + ncol], reconstructions[start : start + ncol]]
     return save_image_grid(torch.cat(rows), image_shape, path, title=title, ncol=ncol)
-
-
-def save_training_curves(
-    metrics_path: str | Path, path: str | Path, *, keys: Sequence[str] | None = None
-) -> Path:
-    """Plot per-epoch metrics from a JSONL file (one JSON object per epoch with an ``"epoch"`` key)."""
-    records = [
-        json.loads(line) for line in Path(metrics_path).read_text().splitlines() if line.strip()
-    ]
-    if not records:
-        raise ValueError(f"no metrics in {metrics_path}")
-    keys = keys or [k for k, v in records[0].items() if k != "epoch" and isinstance(v, int | float)]
-    fig = Figure(figsize=(6, 2.2 * len(keys)))
-    axes = fig.subplots(len(keys), 1, sharex=True, squeeze=False)
-    epochs = [r["epoch"] for r in records]
-    for ax, key in zip(axes[:, 0], keys, strict=True):
-        ax.plot(epochs, [r.get(key, float("nan")) for r in records], marker=".")
-        ax.set_ylabel(key)
-        ax.grid(alpha=0.3)
-    axes[-1, 0].set_xlabel("epoch")
-    return _save(fig, path)
