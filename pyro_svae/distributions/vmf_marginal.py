@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -44,8 +45,6 @@ __all__ = ["marginal_dw_dkappa", "sample_marginal", "sample_marginal_mh"]
 
 #: Gauss–Legendre nodes of the implicit gradient: 24 give ~4e-10 relative error against mpmath (as 40 do).
 QUADRATURE_NODES = 24
-#: Bisection steps of the truncation search (10 bring it within 4 % of the root; 6 cost 30x accuracy).
-BISECTIONS = 10
 #: The implicit-gradient integral is truncated where the integrand has fallen by exp(-TAIL_LOG).
 TAIL_LOG = 40.0
 
@@ -177,14 +176,22 @@ def sample_marginal_mh(dim: int, kappa: Tensor, steps: int) -> tuple[Tensor, Ten
 
 
 def _truncation_length(
-    dim: int, kappa: Tensor, w: Tensor, omw: Tensor, side_len: Tensor, lower: Tensor, tail: float
+    dim: int,
+    kappa: Tensor,
+    w: Tensor,
+    omw: Tensor,
+    side_len: Tensor,
+    lower: Tensor,
+    tail: float,
+    bisections: int,
 ) -> Tensor:
     """Distance s from w, on the chosen side, where f has fallen by exp(-tail) (clipped to the side).
 
     Used for m = 2 and m >= 4 (m = 3 has a closed form). For m >= 4, g(t) = log f(t) = kappa t + a log(1 - t^2) is concave with g'' <= -2a, which bounds s from
-    above; h(s) = g(w) - g(w -/+ s) - tail is increasing, and bisection on log s (robust next to the
-    logarithmic singularity at t = -/+1, where Newton's method stalls) brings the bound within 4 % of the
-    root, always from above, so the truncation error stays below exp(-tail).
+    above; h(s) = g(w) - g(w -/+ s) - tail is increasing and convex, so chords give lower bounds, and
+    bisection on log s (robust next to the logarithmic singularity at t = -/+1, where Newton's method
+    stalls) brings the bound close to the root, always from above, so the truncation error stays below
+    exp(-tail).
     """
     if dim == 2:
         # f ∝ e^{kappa t} (1-t^2)^{-1/2}: the exponential sets the decay of the lower side; the upper
@@ -197,15 +204,21 @@ def _truncation_length(
     hi = torch.minimum(bound, side_len)
     direction = torch.where(lower, -1.0, 1.0).to(w)
     log_one_minus_w_sq = torch.log(one_minus_w_sq)
-    lo = hi * 2.0**-50
-    for _ in range(BISECTIONS):
-        mid = torch.sqrt(lo * hi)
-        t_omt = omw - direction * mid  # 1 - t with t = w + direction * mid
+
+    def fallen(s: Tensor) -> Tensor:  # h(s) + tail = g(w) - g(w -/+ s)
+        t_omt = omw - direction * s  # 1 - t with t = w + direction * s
         log_one_minus_t_sq = torch.log((t_omt * (2.0 - t_omt)).clamp_min(1e-300))
-        fallen = -(kappa * direction * mid + a * (log_one_minus_t_sq - log_one_minus_w_sq))
-        past = fallen >= tail
+        return -(kappa * direction * s + a * (log_one_minus_t_sq - log_one_minus_w_sq))
+
+    # h is convex with h(0) = -tail, so the chord from 0 lies above it: s* >= s tail / fallen(s) for
+    # any s >= s*. That lower end makes the bracket narrow from the start.
+    lo = hi * (tail / fallen(hi).clamp_min(tail))
+    for _ in range(bisections):
+        mid = torch.sqrt(lo * hi)
+        drop = fallen(mid)
+        past = drop >= tail
         hi = torch.where(past, mid, hi)
-        lo = torch.where(past, lo, mid)
+        lo = torch.where(past, torch.maximum(lo, mid * (tail / drop.clamp_min(tail))), mid)
     return hi
 
 
@@ -219,19 +232,28 @@ QUADRATURE_CHUNK = 4096
 FLOAT32_NODES_MAX_DIM = 32
 
 
-def quadrature_settings(dim: int, dtype: torch.dtype) -> tuple[int, float, torch.dtype]:
-    """``(nodes, tail, node dtype)`` of the implicit-gradient quadrature for results of ``dtype``.
+class QuadratureSettings(NamedTuple):
+    """How the implicit gradient is integrated (see :func:`quadrature_settings`)."""
 
-    The accuracy follows the precision the gradient is returned in. float64 gets :data:`QUADRATURE_NODES`
-    float64 nodes and truncation at ``exp(-TAIL_LOG)``: relative error ~1e-10 against mpmath. Lower
-    precisions get 16 nodes and truncation at ``exp(-20)``, with the per-node arithmetic in float32 for
+    nodes: int  # Gauss–Legendre nodes
+    tail: float  # truncation where the integrand has fallen by exp(-tail)
+    bisections: int  # steps of the truncation search
+    node_dtype: torch.dtype  # dtype of the per-node arithmetic
+
+
+def quadrature_settings(dim: int, dtype: torch.dtype) -> QuadratureSettings:
+    """The implicit-gradient quadrature for results of ``dtype``: accuracy follows the precision.
+
+    float64 gets :data:`QUADRATURE_NODES` float64 nodes, truncation at ``exp(-TAIL_LOG)`` and 10
+    bisections: relative error ~1e-10 against mpmath. Lower precisions get 16 nodes, truncation at
+    ``exp(-20)`` and 6 bisections, with the per-node arithmetic in float32 for
     ``dim <= FLOAT32_NODES_MAX_DIM``: relative error <= 1e-6 (float64 nodes: ~1e-7), far below the
     Monte-Carlo noise of any gradient estimate, at about half the cost.
     """
     if dtype == torch.float64:
-        return QUADRATURE_NODES, TAIL_LOG, torch.float64
+        return QuadratureSettings(QUADRATURE_NODES, TAIL_LOG, 10, torch.float64)
     node_dtype = torch.float32 if dim <= FLOAT32_NODES_MAX_DIM else torch.float64
-    return 16, 20.0, node_dtype
+    return QuadratureSettings(16, 20.0, 6, node_dtype)
 
 
 def marginal_dw_dkappa(
@@ -253,8 +275,8 @@ def marginal_dw_dkappa(
         return _dw_dkappa_sphere3(kappa, omw)
     shape = kappa.shape
     kappa, w, omw = kappa.reshape(-1), w.reshape(-1), omw.reshape(-1)
-    num_nodes, tail, node_dtype = quadrature_settings(dim, result_dtype)
-    rule = _graded_rule(num_nodes, kappa.device)
+    settings = quadrature_settings(dim, result_dtype)
+    rule = _graded_rule(settings.nodes, kappa.device)
     quadrature = _dw_dkappa_circle if dim == 2 else _dw_dkappa_graded
     pieces = [
         quadrature(
@@ -263,8 +285,7 @@ def marginal_dw_dkappa(
             w[i : i + QUADRATURE_CHUNK],
             omw[i : i + QUADRATURE_CHUNK],
             rule,
-            tail,
-            node_dtype,
+            settings,
         )
         for i in range(0, kappa.numel(), QUADRATURE_CHUNK)
     ]
@@ -287,7 +308,7 @@ def _graded_rule(n: int, device: torch.device) -> tuple[Tensor, Tensor, Tensor, 
 
 
 def _dw_dkappa_graded(
-    dim: int, kappa: Tensor, w: Tensor, omw: Tensor, rule, tail: float, node_dtype: torch.dtype
+    dim: int, kappa: Tensor, w: Tensor, omw: Tensor, rule, settings: QuadratureSettings
 ) -> Tensor:
     """m >= 4: the quadrature on the side of w away from the mode, for one chunk of flat samples.
 
@@ -306,7 +327,8 @@ def _dw_dkappa_graded(
     one_plus_w = 2.0 - omw
     side = torch.where(lower, one_plus_w, omw)  # towards -1 (lower) or +1 (upper)
     near = torch.where(lower, omw, one_plus_w).clamp_min(1e-300)
-    s = _truncation_length(dim, kappa, w, omw, side, lower, tail)
+    s = _truncation_length(dim, kappa, w, omw, side, lower, settings.tail, settings.bisections)
+    node_dtype = settings.node_dtype
     log_growth = torch.log1p(s / near)
     direction = torch.where(lower, -1.0, 1.0).to(w)
 
@@ -331,12 +353,12 @@ def _dw_dkappa_graded(
 
 
 def _dw_dkappa_circle(
-    dim: int, kappa: Tensor, w: Tensor, omw: Tensor, rule, tail: float, node_dtype: torch.dtype
+    dim: int, kappa: Tensor, w: Tensor, omw: Tensor, rule, settings: QuadratureSettings
 ) -> Tensor:
     """m = 2: f ∝ e^{kappa t} (1 - t^2)^{-1/2} on the side of w towards the nearer endpoint.
 
     The substitution t = ±(1 - side u^2) removes the endpoint singularity; the opposite endpoint is at
-    distance >= 1 from w, so it does not slow the quadrature. Nodes in float64 (``node_dtype`` unused).
+    distance >= 1 from w, so it does not slow the quadrature. Nodes in float64.
     """
     nodes, weights = rule[0], rule[1]
     mean = ive_ratio(0.0, kappa)
@@ -344,7 +366,7 @@ def _dw_dkappa_circle(
     one_plus_w = 2.0 - omw
     side_len = torch.where(lower, one_plus_w, omw)  # |side| = 1 + w (lower) or 1 - w (upper)
     other_len = torch.where(lower, omw, one_plus_w)
-    s = _truncation_length(dim, kappa, w, omw, side_len, lower, tail)
+    s = _truncation_length(dim, kappa, w, omw, side_len, lower, settings.tail, settings.bisections)
     safe_len = side_len.clamp_min(1e-300)
     u_lo = torch.sqrt((1.0 - s / safe_len).clamp(min=0.0))
 
