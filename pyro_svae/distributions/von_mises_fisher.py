@@ -37,7 +37,8 @@ class VonMisesFisher(RotationallySymmetric):
     :math:`\partial w/\partial\kappa = -\partial_\kappa F(w;\kappa) / f(w;\kappa)`, with the CDF
     derivative computed by quadrature (:mod:`pyro_svae.distributions.vmf_marginal`). Differentiating
     through the accepted proposal of the rejection sampler (as the public S-VAE code does) omits the
-    rejection correction and biases :math:`\partial_\kappa \mathbb{E}[\mu^\top z]` by up to -44%.
+    rejection correction and biases :math:`\partial_\kappa \mathbb{E}[\mu^\top z]` low (about -20 % at
+    :math:`m = 4, \kappa \approx 3`, more for smaller :math:`m`; measured in tutorial 1).
 
     Example, a guide with one vMF factor per data point::
 
