@@ -222,9 +222,11 @@ def _truncation_length(
     return hi
 
 
-#: Samples per chunk of the quadrature: keeps the (chunk, nodes) temporaries in cache-sized blocks
-#: (one (1e5, 40) float64 temporary is 32 MB, and page faults on such blocks dominated the cost).
-QUADRATURE_CHUNK = 4096
+#: Samples per chunk of the quadrature, by node dtype: (chunk, nodes) temporaries of ~1 MB stay in
+#: cache (one (1e5, 24) float64 temporary is 19 MB, and page faults on such blocks dominated the
+#: cost), while chunks this large keep the per-chunk overhead of the truncation search small
+#: (measured on a 2-core x86 CPU: 16384 float32 / 8192 float64 samples were fastest).
+QUADRATURE_CHUNK = {torch.float32: 16384, torch.float64: 8192}
 
 
 #: Largest dimension whose quadrature nodes run in float32 for float32 results (relative error of
@@ -277,17 +279,18 @@ def marginal_dw_dkappa(
     kappa, w, omw = kappa.reshape(-1), w.reshape(-1), omw.reshape(-1)
     settings = quadrature_settings(dim, result_dtype)
     rule = _graded_rule(settings.nodes, kappa.device)
+    chunk = QUADRATURE_CHUNK[settings.node_dtype]
     quadrature = _dw_dkappa_circle if dim == 2 else _dw_dkappa_graded
     pieces = [
         quadrature(
             dim,
-            kappa[i : i + QUADRATURE_CHUNK],
-            w[i : i + QUADRATURE_CHUNK],
-            omw[i : i + QUADRATURE_CHUNK],
+            kappa[i : i + chunk],
+            w[i : i + chunk],
+            omw[i : i + chunk],
             rule,
             settings,
         )
-        for i in range(0, kappa.numel(), QUADRATURE_CHUNK)
+        for i in range(0, kappa.numel(), chunk)
     ]
     return torch.cat(pieces).reshape(shape) if pieces else torch.zeros(shape, dtype=kappa.dtype)
 
