@@ -61,7 +61,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--flow",
         default="planar:8",
-        help="flow spec: planar:K, radial:K, householder:K, nice:K, mobius:K, joined by '+' "
+        help="flow spec: planar:K, radial:K, householder:K, nice:K, mobius:K, mobiusmix:K, joined by '+' "
         "(default: planar:8)",
     )
     parser.add_argument(

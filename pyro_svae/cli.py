@@ -118,8 +118,8 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
         default=S,
         metavar="SPEC",
         help="normalizing flow on the posterior: 'planar:16', 'radial:8', 'householder:4', 'nice:4' "
-        "(Gaussian factors), 'mobius:2', 'householder:2' (sphere factors), joined with '+' "
-        "(default: none)",
+        "(Gaussian factors), 'mobius:2', 'mobiusmix:2', 'householder:2' (sphere factors), "
+        "joined with '+' (default: none)",
     )
     model.add_argument(
         "--flow-type",

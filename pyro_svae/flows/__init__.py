@@ -1,6 +1,7 @@
 """Normalizing flows for VAE posteriors: Euclidean (planar, radial, Householder, NICE) and spherical
-(Householder, Möbius), static or amortized. See :mod:`pyro_svae.flows.spec` for the spec strings and
-:class:`pyro_svae.models.flow_vae.FlowVAE` for the model."""
+(Householder, Möbius, mixtures of Möbius dilations), static or amortized. See
+:mod:`pyro_svae.flows.spec` for the spec strings and :class:`pyro_svae.models.flow_vae.FlowVAE` for
+the model."""
 
 from .euclidean import AdditiveCoupling, DiagonalScaling, EuclideanFlow, LinearHypernet
 from .spec import (
@@ -12,7 +13,7 @@ from .spec import (
     FlowTerm,
     parse_flow_spec,
 )
-from .sphere import MobiusTransform, SphereFlow, SphereHouseholder, mobius_point
+from .sphere import MobiusMixture, MobiusTransform, SphereFlow, SphereHouseholder, mobius_point
 
 __all__ = [
     "EUCLIDEAN_FLOWS",
@@ -25,6 +26,7 @@ __all__ = [
     "FlowSpec",
     "FlowTerm",
     "LinearHypernet",
+    "MobiusMixture",
     "MobiusTransform",
     "SphereFlow",
     "SphereHouseholder",

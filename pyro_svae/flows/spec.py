@@ -4,7 +4,7 @@ Grammar (case-insensitive, whitespace ignored)::
 
     spec  := term ("+" term)*
     term  := kind ":" steps
-    kind  := "planar" | "radial" | "householder" | "nice" | "mobius"
+    kind  := "planar" | "radial" | "householder" | "nice" | "mobius" | "mobiusmix"
     steps := positive integer
 
 Each term adds ``steps`` flow steps, in order, to every latent group the kind applies to:
@@ -19,6 +19,8 @@ kind            applies to       transform
 ``nice``        ``normal``       additive coupling layers with alternating halves and a final
                                  diagonal scaling (Dinh et al. 2015)
 ``mobius``      spheres          Möbius transformations of :math:`S^{m-1}` (Rezende et al. 2020)
+``mobiusmix``   spheres          convex combinations of Möbius dilations about a learned axis,
+                                 acting on the polar angle (:class:`~pyro_svae.flows.MobiusMixture`)
 =============== ================ ===============================================================
 
 The flow type is ``"static"`` (parameters shared by all data points) or ``"amortized"`` (parameters
@@ -41,10 +43,13 @@ __all__ = [
 ]
 
 EUCLIDEAN_FLOWS: tuple[str, ...] = ("planar", "radial", "householder", "nice")
-SPHERE_FLOWS: tuple[str, ...] = ("householder", "mobius")
-FLOW_KINDS: tuple[str, ...] = ("planar", "radial", "householder", "nice", "mobius")
+SPHERE_FLOWS: tuple[str, ...] = ("householder", "mobius", "mobiusmix")
+FLOW_KINDS: tuple[str, ...] = ("planar", "radial", "householder", "nice", "mobius", "mobiusmix")
 FLOW_TYPES: tuple[str, ...] = ("static", "amortized")
-_EXAMPLES = "e.g. 'planar:16', 'radial:8', 'householder:4', 'nice:4', 'mobius:1' or 'householder:2+mobius:1'"
+_EXAMPLES = (
+    "e.g. 'planar:16', 'radial:8', 'householder:4', 'nice:4', 'mobius:1', 'mobiusmix:4' "
+    "or 'householder:2+mobiusmix:2'"
+)
 _TERM = re.compile(r"([a-z]+):([0-9]+)", re.ASCII)
 
 

@@ -10,8 +10,14 @@ r"""Flows on spheres :math:`S^{m-1} \subset \mathbb{R}^m`, to push a vMF, Power 
   a conformal diffeomorphism of :math:`S^{m-1}` with inverse :math:`f_{-w}` and log-determinant (with
   respect to the sphere's surface measure) :math:`(m-1) \log\bigl((1 - \|w\|^2)/\|z - w\|^2\bigr)`.
   It concentrates mass away from :math:`w/\|w\|`, making a pushed vMF skewed (not rotationally symmetric).
+* :class:`MobiusMixture`: moves the polar angle :math:`\theta` about a learned axis :math:`\mu` by a convex
+  combination :math:`g(\theta) = \sum_k \rho_k\, 2\arctan(\lambda_k \tan\frac\theta2)` of the angle maps
+  of the Möbius transformations with :math:`w \parallel \mu` (the circle construction of Rezende et al.
+  applied to the polar angle, so valid on every :math:`S^{m-1}`), log-determinant
+  :math:`\log g'(\theta) + (m-2)\log(\sin g(\theta)/\sin\theta)`; an expressive, stackable step whose
+  inverse is found by bisection.
 
-Both are :class:`torch.distributions.Transform` with ``domain = codomain = constraints.sphere``, so
+All are :class:`torch.distributions.Transform` with ``domain = codomain = constraints.sphere``, so
 ``TransformedDistribution(VonMisesFisher(loc, kappa), [MobiusTransform(w)])`` has support the sphere
 and a ``log_prob`` of shape ``batch_shape``. Outputs are renormalised to unit norm (a no-op up to
 rounding) so that they pass the support check.
@@ -22,6 +28,7 @@ K. Cranmer (2020), "Normalizing Flows on Tori and Spheres", ICML.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import torch
@@ -33,7 +40,9 @@ from torch.distributions import Transform
 from pyro_svae.ops import safe_normalize
 
 __all__ = [
+    "DEFAULT_MIXTURE_COMPONENTS",
     "MAX_MOBIUS_RADIUS",
+    "MobiusMixture",
     "MobiusTransform",
     "SphereFlow",
     "SphereHouseholder",
@@ -108,18 +117,153 @@ class MobiusTransform(Transform):
         return (x.shape[-1] - 1) * torch.log(ratio)
 
 
+#: number of Möbius dilations mixed in one :class:`MobiusMixture` step by default
+DEFAULT_MIXTURE_COMPONENTS = 4
+
+
+def _dilation_angle(theta: Tensor, log_scale: Tensor, weights: Tensor) -> tuple[Tensor, Tensor]:
+    r"""The angle map :math:`g(\theta) = \sum_k \rho_k\, 2\,\mathrm{atan2}(\lambda_k \sin\frac\theta2,
+    \cos\frac\theta2)` of :class:`MobiusMixture` and its derivative, for ``theta (...)`` in
+    :math:`[0, \pi]` and ``log_scale``, ``weights (..., M)``."""
+    half = 0.5 * theta.unsqueeze(-1)
+    cos_h, sin_h = torch.cos(half), torch.sin(half)
+    scale = log_scale.exp()
+    angle = (weights * 2.0 * torch.atan2(scale * sin_h, cos_h)).sum(-1)
+    slope = (weights * scale / (cos_h.pow(2) + scale.pow(2) * sin_h.pow(2))).sum(-1)
+    return angle, slope
+
+
+class MobiusMixture(Transform):
+    r"""A convex combination of Möbius dilations of :math:`S^{m-1}` about a learned axis.
+
+    Write :math:`z = \cos\theta\,\mu + \sin\theta\,v` with :math:`\mu` the unit axis, :math:`\theta \in
+    [0, \pi]` the polar angle and :math:`v \perp \mu` a unit tangent direction. The Möbius transformation
+    :math:`f_w` with :math:`w` on the axis fixes :math:`\pm\mu`, keeps the direction :math:`v` and maps the
+    polar angle by
+    :math:`\theta \mapsto 2 \arctan(\lambda \tan\frac\theta2)` (a dilation by :math:`\lambda > 0` of the
+    stereographic projection from :math:`-\mu`). This transform moves the polar angle by a convex
+    combination of such maps,
+
+    .. math:: g(\theta) = \sum_{k=1}^{M} \rho_k\, 2\arctan\bigl(\lambda_k \tan\tfrac\theta2\bigr), \qquad
+        f(z) = \cos g(\theta)\,\mu + \sin g(\theta)\,v,
+
+    the construction that Rezende et al. (2020) use on the circle, applied here to the polar angle, so
+    it is a diffeomorphism of :math:`S^{m-1}` for every :math:`m \ge 2`: :math:`g` is a strictly
+    increasing bijection of :math:`[0, \pi]` and, like each of its terms, odd about :math:`0` and
+    :math:`\pi`, so :math:`f` is smooth at the poles :math:`\pm\mu` too. In polar coordinates the surface
+    measure is :math:`\sin^{m-2}\theta\,d\theta\,d\sigma(v)`, so the log-determinant (of the Jacobian
+    restricted to the tangent spaces) is
+
+    .. math:: \log g'(\theta) + (m - 2) \log\frac{\sin g(\theta)}{\sin\theta},
+
+    with :math:`\sin g / \sin\theta \to g'` at the poles. With :math:`M = 1` this is the Möbius map with
+    :math:`w \parallel \mu`. On a base centred on :math:`\mu`, a mixture reshapes the radial profile
+    (flatter or sharper caps, rings); on other bases, and composed with steps about other axes, Möbius
+    or Householder steps, it bends densities into non-symmetric shapes. One step is limited near the
+    "equator" of its axis: :math:`g'(\pi/2) = \sum_k \rho_k\, 2\lambda_k / (1 + \lambda_k^2) \le 1`, so it
+    can stretch there only by stacking steps. The inverse has no closed form: it is found by bisection on :math:`g` (monotone), polished by Newton
+    steps, and differentiable (implicit function theorem, one Newton step under autograd).
+
+    :param raw: unconstrained parameters ``batch + (m + 2M,)`` (or a callable returning them): the axis
+        (normalised), the log-scales :math:`\log\lambda_k` and the logits of the weights :math:`\rho`.
+        Log-scales all 0 give the identity.
+    :param int ambient_dim: :math:`m`.
+    """
+
+    domain = constraints.sphere
+    codomain = constraints.sphere
+    bijective = True
+
+    def __init__(self, raw: Tensor | Callable[[], Tensor], ambient_dim: int) -> None:
+        super().__init__(cache_size=1)
+        self._raw = raw
+        self.m = int(ambient_dim)
+
+    def params(self) -> tuple[Tensor, Tensor, Tensor]:
+        """The unit axis ``(..., m)``, the log-scales ``(..., M)`` and the weights ``(..., M)``."""
+        raw = self._raw() if callable(self._raw) else self._raw
+        components = (raw.shape[-1] - self.m) // 2
+        if components < 1 or raw.shape[-1] != self.m + 2 * components:
+            raise ValueError(
+                f"MobiusMixture wants m + 2M = {self.m} + 2M parameters, got {raw.shape[-1]}"
+            )
+        axis, log_scale, logits = raw.split([self.m, components, components], dim=-1)
+        return safe_normalize(axis), log_scale, torch.softmax(logits, dim=-1)
+
+    @staticmethod
+    def _polar(x: Tensor, axis: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``x = cos(theta) axis + perp``: the angle ``theta``, ``perp`` and ``|perp| = sin(theta)``."""
+        cos = (x * axis).sum(-1, keepdim=True)
+        perp = x - cos * axis
+        sin = perp.norm(dim=-1)
+        return torch.atan2(sin, cos.squeeze(-1)), perp, sin
+
+    @staticmethod
+    def _ratio(new_angle: Tensor, sin: Tensor, slope: Tensor) -> Tensor:
+        r""":math:`\sin g(\theta) / \sin\theta`, or its limit :math:`g'(\theta)` at the poles."""
+        tiny = sin < 1e-6 if sin.dtype == torch.float64 else sin < 1e-4
+        return torch.where(tiny, slope, torch.sin(new_angle) / torch.where(tiny, 1.0, sin))
+
+    def _call(self, x: Tensor) -> Tensor:
+        axis, log_scale, weights = self.params()
+        theta, perp, sin = self._polar(x, axis)
+        angle, slope = _dilation_angle(theta, log_scale, weights)
+        ratio = self._ratio(angle, sin, slope)
+        return safe_normalize(torch.cos(angle).unsqueeze(-1) * axis + ratio.unsqueeze(-1) * perp)
+
+    def _inverse(self, y: Tensor) -> Tensor:
+        axis, log_scale, weights = self.params()
+        phi, perp, sin = self._polar(y, axis)
+        theta = self._solve(phi, log_scale, weights)
+        _, slope = _dilation_angle(theta, log_scale, weights)
+        # sin(theta) / sin(phi), with phi = g(theta); its limit at the poles is 1 / g'
+        tiny = sin < 1e-6 if sin.dtype == torch.float64 else sin < 1e-4
+        ratio = torch.where(tiny, 1.0 / slope, torch.sin(theta) / torch.where(tiny, 1.0, sin))
+        return safe_normalize(torch.cos(theta).unsqueeze(-1) * axis + ratio.unsqueeze(-1) * perp)
+
+    @staticmethod
+    def _solve(phi: Tensor, log_scale: Tensor, weights: Tensor) -> Tensor:
+        r"""The angle :math:`\theta` with :math:`g(\theta) = \phi`: bisection and Newton without
+        gradients, then one Newton step with them (exact first-order gradients)."""
+        with torch.no_grad():
+            lo = torch.zeros_like(phi)
+            hi = torch.full_like(phi, math.pi)
+            for _ in range(30 if phi.dtype == torch.float64 else 16):
+                mid = 0.5 * (lo + hi)
+                below = _dilation_angle(mid, log_scale, weights)[0] < phi
+                lo, hi = torch.where(below, mid, lo), torch.where(below, hi, mid)
+            theta = 0.5 * (lo + hi)
+            for _ in range(3):  # quadratic convergence from a bracket of width pi / 2^iterations
+                angle, slope = _dilation_angle(theta, log_scale, weights)
+                theta = torch.minimum(torch.maximum(theta - (angle - phi) / slope, lo), hi)
+        angle, slope = _dilation_angle(theta, log_scale, weights)
+        return (theta - (angle - phi) / slope).clamp(0.0, math.pi)
+
+    def log_abs_det_jacobian(self, x: Tensor, y: Tensor) -> Tensor:
+        axis, log_scale, weights = self.params()
+        theta, _perp, sin = self._polar(x, axis)
+        angle, slope = _dilation_angle(theta, log_scale, weights)
+        out = torch.log(slope)
+        if self.m > 2:
+            out = out + (self.m - 2) * torch.log(self._ratio(angle, sin, slope))
+        return out
+
+
 class SphereFlow(nn.Module):
     r"""The flow steps of one sphere group of ``count`` factors :math:`S^{m-1}`, for a list of flow terms.
 
     Static parameters are per factor, shape ``(count, 1, ...)`` (``count > 1``, matching the factor plate
     at ``dim=-2``) or unbatched; amortized ones come from the encoder features ``h (N, H)`` through one
     linear layer per step, reshaped to ``(count, N, ...)`` or ``(N, ...)`` like the posterior's ``loc``.
-    Both start at the identity (Möbius ``w = 0``; Householder normals random, as in Pyro).
+    Every step starts at (or, for ``mobiusmix``, next to) the identity: Möbius ``w = 0``; mixture
+    log-scales spread symmetrically in :math:`\pm 0.1` around 0 (to break the symmetry between the
+    components) and random axes; Householder normals random, as in Pyro.
 
     :param int ambient_dim: :math:`m`.
     :param int count: number of factors of the group.
     :param terms: :class:`~pyro_svae.flows.spec.FlowTerm` s (their sphere kinds).
     :param int context_dim: width of the encoder features for an amortized flow, ``None`` for static.
+    :param int components: number :math:`M` of Möbius dilations in a ``mobiusmix`` step.
     """
 
     def __init__(
@@ -128,49 +272,60 @@ class SphereFlow(nn.Module):
         count: int,
         terms: Sequence,
         context_dim: int | None = None,
+        components: int = DEFAULT_MIXTURE_COMPONENTS,
     ) -> None:
         super().__init__()
         self.m, self.count = int(ambient_dim), int(count)
+        self.components = int(components)
+        if self.components < 1:
+            raise ValueError(f"components must be >= 1, got {components}")
         self.amortized = context_dim is not None
         self.kinds: list[str] = []
+        self._shapes: list[tuple[int, ...]] = []
         self.params = nn.ParameterList()
         self.nets = nn.ModuleList()
         for term in terms:
             if not term.spherical:
                 raise ValueError(
                     f"the flow kind {term.kind!r} does not apply to spheres "
-                    f"(sphere flows: householder, mobius)"
+                    f"(sphere flows: householder, mobius, mobiusmix)"
                 )
             # Householder: all the reflections of a term in one step, as Pyro's Householder
-            shapes = (
-                [(term.steps, self.m)] if term.kind == "householder" else [(self.m,)] * term.steps
-            )
+            if term.kind == "householder":
+                shapes = [(term.steps, self.m)]
+            elif term.kind == "mobius":
+                shapes = [(self.m,)] * term.steps
+            else:
+                shapes = [(self.m + 2 * self.components,)] * term.steps
             for shape in shapes:
                 self.kinds.append(term.kind)
+                self._shapes.append(shape)
                 size = int(torch.Size(shape).numel())
                 if self.amortized:
                     net = nn.Linear(context_dim, self.count * size)
                     with torch.no_grad():
-                        if term.kind == "mobius":
-                            net.weight.mul_(1e-2)
-                            net.bias.zero_()
-                        else:
+                        if term.kind == "householder":
                             net.bias.normal_()
+                        else:
+                            net.weight.mul_(1e-2)
+                            net.bias.copy_(
+                                self._initial(term.kind, (self.count,), shape).reshape(-1)
+                            )
                     self.nets.append(net)
                 else:
                     lead = (self.count, 1) if self.count > 1 else ()
-                    init = (
-                        torch.zeros(*lead, *shape)
-                        if term.kind == "mobius"
-                        else torch.randn(*lead, *shape)
-                    )
-                    self.params.append(nn.Parameter(init))
+                    self.params.append(nn.Parameter(self._initial(term.kind, lead, shape)))
                     self.nets.append(nn.Identity())  # keeps kinds/params/nets aligned
-        self._shapes = [
-            (t.steps, self.m) if t.kind == "householder" else (self.m,)
-            for t in terms
-            for _ in range(1 if t.kind == "householder" else t.steps)
-        ]
+
+    def _initial(self, kind: str, lead: tuple[int, ...], shape: tuple[int, ...]) -> Tensor:
+        if kind == "householder":
+            return torch.randn(*lead, *shape)
+        if kind == "mobius":
+            return torch.zeros(*lead, *shape)
+        m, k = self.m, self.components
+        spread = torch.linspace(-0.1, 0.1, k) if k > 1 else torch.zeros(1)
+        rest = torch.cat([spread, torch.zeros(k)]).expand(*lead, 2 * k)
+        return torch.cat([torch.randn(*lead, m), rest], dim=-1)  # random axis per factor
 
     def _param(self, index: int, context: Tensor | None) -> Tensor:
         if not self.amortized:
@@ -189,7 +344,10 @@ class SphereFlow(nn.Module):
         out: list[Transform] = []
         for index, kind in enumerate(self.kinds):
             param = self._param(index, context)
-            out.append(
-                SphereHouseholder(param) if kind == "householder" else MobiusTransform(param)
-            )
+            if kind == "householder":
+                out.append(SphereHouseholder(param))
+            elif kind == "mobius":
+                out.append(MobiusTransform(param))
+            else:
+                out.append(MobiusMixture(param, self.m))
         return out

@@ -16,10 +16,11 @@ Carlo :math:`\log q_K(z_K) - \log p(z_K)`, and
 
     vae = FlowVAE("normal:2", data_dim=784, flow="planar:16", flow_type="amortized")
     vae = FlowVAE("vmf:4", data_dim=784, flow="householder:2+mobius:1")  # flows on S^4
+    vae = FlowVAE("ps:3,3", data_dim=784, flow="mobiusmix:4", flow_type="amortized")
 
 A flow term applies to every group its kind supports (see :mod:`pyro_svae.flows.spec`): ``planar``,
-``radial`` and ``nice`` to Gaussian groups, ``mobius`` to sphere groups, ``householder`` to both; a spec
-none of whose terms applies to any group is an error.
+``radial`` and ``nice`` to Gaussian groups, ``mobius`` and ``mobiusmix`` to sphere groups,
+``householder`` to both; a spec none of whose terms applies to any group is an error.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from pyro_svae.flows import EuclideanFlow, FlowSpec, SphereFlow, parse_flow_spec
+from pyro_svae.flows.sphere import DEFAULT_MIXTURE_COMPONENTS
 from pyro_svae.latent_spec import LatentSpec
 
 from .vae import VAE
@@ -46,6 +48,7 @@ class FlowVAE(VAE):
     :param str flow_type: ``"static"`` (parameters shared across data points) or ``"amortized"``
         (parameters from the encoder features); ``None`` keeps the spec's type (``"static"`` for strings).
     :param int coupling_hidden: hidden width of NICE's shift networks.
+    :param int mixture_components: number of Möbius dilations in each ``mobiusmix`` step.
 
     Other keyword arguments are :class:`VAE`'s (``arch="conv"`` included).
     """
@@ -58,6 +61,7 @@ class FlowVAE(VAE):
         flow: str | FlowSpec | None = None,
         flow_type: str | None = None,
         coupling_hidden: int = 64,
+        mixture_components: int = DEFAULT_MIXTURE_COMPONENTS,
         **kwargs,
     ) -> None:
         super().__init__(latent, data_dim, **kwargs)
@@ -72,7 +76,11 @@ class FlowVAE(VAE):
                 terms = spec.sphere_terms()
                 if terms:
                     self.flows[str(index)] = SphereFlow(
-                        group.ambient_dim, group.count, terms, context_dim=context
+                        group.ambient_dim,
+                        group.count,
+                        terms,
+                        context_dim=context,
+                        components=mixture_components,
                     )
             else:
                 terms = spec.euclidean_terms()
@@ -86,7 +94,7 @@ class FlowVAE(VAE):
         if not self.flows:
             raise ValueError(
                 f"the flow {str(spec)!r} applies to no group of the latent space {str(self.spec)!r} "
-                "(planar, radial, nice: Gaussian groups; mobius: spheres; householder: both)"
+                "(planar, radial, nice: Gaussian groups; mobius, mobiusmix: spheres; householder: both)"
             )
 
     @property

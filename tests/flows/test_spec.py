@@ -22,9 +22,12 @@ def test_parse_terms_type_and_whitespace():
     assert spec.sphere_terms() == spec.terms
     assert parse_flow_spec(str(spec), "amortized") == spec
     assert parse_flow_spec(spec, "static").flow_type == "static"
+    mixed = parse_flow_spec("planar:2+mobiusmix:3")
+    assert mixed.euclidean_terms() == (FlowTerm("planar", 2),)
+    assert mixed.sphere_terms() == (FlowTerm("mobiusmix", 3),)
 
 
-@pytest.mark.parametrize("kind", ["planar", "radial", "householder", "nice", "mobius"])
+@pytest.mark.parametrize("kind", ["planar", "radial", "householder", "nice", "mobius", "mobiusmix"])
 def test_every_kind(kind):
     assert parse_flow_spec(f"{kind}:3").terms == (FlowTerm(kind, 3),)
 

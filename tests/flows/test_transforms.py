@@ -15,6 +15,7 @@ from pyro_svae.flows import (
     DiagonalScaling,
     EuclideanFlow,
     FlowTerm,
+    MobiusMixture,
     MobiusTransform,
     SphereFlow,
     SphereHouseholder,
@@ -170,7 +171,11 @@ def test_sphere_flow_composed_logdet(count, amortized):
     torch.manual_seed(5)
     m, n = 4, 2
     flow = SphereFlow(
-        m, count, parse_flow_spec("householder:2+mobius:2").terms, H if amortized else None
+        m,
+        count,
+        parse_flow_spec("householder:2+mobius:2+mobiusmix:2").terms,
+        H if amortized else None,
+        components=3,
     ).double()
     _randomize(flow)
     h = torch.randn(n, H, dtype=torch.float64)
@@ -192,6 +197,99 @@ def test_sphere_flow_composed_logdet(count, amortized):
     for t in reversed(transforms):
         back = t._inverse(back)
     assert torch.allclose(back, x, atol=1e-10)
+    assert [type(t) for t in transforms] == [SphereHouseholder] + [MobiusTransform] * 2 + [
+        MobiusMixture
+    ] * 2
+
+
+def _mixture_raw(m: int, components: int = 4, seed: int = 0) -> torch.Tensor:
+    """Random mixture parameters, with strong dilations (scales from e^-3 to e^3)."""
+    g = torch.Generator().manual_seed(seed)
+    axis = torch.randn(m, generator=g, dtype=torch.float64)
+    log_scale = torch.linspace(-3.0, 3.0, components, dtype=torch.float64)
+    logits = torch.randn(components, generator=g, dtype=torch.float64)
+    return torch.cat([axis, log_scale, logits])
+
+
+@pytest.mark.parametrize("m", [2, 3, 5])
+def test_mobius_mixture_inverse_and_logdet(m):
+    torch.manual_seed(m)
+    t = MobiusMixture(_mixture_raw(m, seed=m), m)
+    axis = t.params()[0]
+    # random points, and points next to (and on) both poles of the axis
+    near = [s * axis + eps * _unit(m) for s in (1.0, -1.0) for eps in (0.0, 1e-8, 1e-3)]
+    x = torch.cat([_unit(20, m), torch.nn.functional.normalize(torch.stack(near), dim=-1)])
+    y = t(x)
+    assert torch.allclose(y.norm(dim=-1), torch.ones(len(x), dtype=torch.float64))
+    assert torch.allclose(t._inverse(y), x, atol=1e-10)
+    logdet = t.log_abs_det_jacobian(x, y)
+    assert logdet.shape == (len(x),)
+    assert torch.isfinite(logdet).all()
+    for i in [0, 1, 2, 3, 22, 25]:  # random points; 1e-8 and 1e-3 from the axis
+        expected = _sphere_logdet(lambda v: t(v.unsqueeze(0)).squeeze(0), x[i])
+        assert torch.allclose(logdet[i], expected, atol=1e-6), (i, logdet[i], expected)
+    # on the poles the log-det is the limit: continuous with the points 1e-8 away
+    assert torch.allclose(logdet[20], logdet[21], atol=1e-6)
+    assert torch.allclose(logdet[23], logdet[24], atol=1e-6)
+
+
+def test_mobius_mixture_special_cases_and_gradients():
+    torch.manual_seed(8)
+    m = 4
+    x = _unit(6, m)
+    # log-scales 0: the identity, whatever the axis and weights
+    raw = torch.cat([torch.randn(m), torch.zeros(3), torch.randn(3)]).double()
+    assert torch.allclose(MobiusMixture(raw, m)(x), x, atol=1e-12)
+    # one component: the Möbius transformation with w = a * axis, scale (1 + a) / (1 - a)
+    axis = _unit(m)
+    mobius = MobiusTransform(0.7 * axis)
+    a = (mobius.point() * axis).sum()
+    single = MobiusMixture(
+        torch.cat([axis, ((1 + a) / (1 - a)).log().reshape(1), a.new_zeros(1)]), m
+    )
+    assert torch.allclose(single(x), mobius(x), atol=1e-12)
+    assert torch.allclose(
+        single.log_abs_det_jacobian(x, single(x)), mobius.log_abs_det_jacobian(x, mobius(x))
+    )
+    # the numerical inverse is differentiable in the parameters and the point (implicit gradients)
+    raw = _mixture_raw(3, components=3).requires_grad_()
+    y = _unit(4, 3).requires_grad_()
+    assert torch.autograd.gradcheck(lambda r, v: MobiusMixture(r, 3)._inverse(v), (raw, y))
+    assert torch.autograd.gradcheck(lambda r, v: MobiusMixture(r, 3)._call(v), (raw, y))
+    # float32: the inverse is accurate to rounding
+    t32 = MobiusMixture(_mixture_raw(3).float(), 3)
+    x32 = _unit(1000, 3).float()
+    assert (t32._inverse(t32(x32)) - x32).abs().max() < 1e-5
+    with pytest.raises(ValueError, match="m \\+ 2M"):
+        MobiusMixture(torch.zeros(6), 3).params()
+
+
+def _sphere_quadrature(q, n: int = 100) -> torch.Tensor:
+    """Integral of ``q``'s density over S^2: midpoint rule in (cos(polar angle), azimuth), since the
+    surface measure is d(cos theta) d phi (Archimedes)."""
+    t = (torch.arange(n, dtype=torch.float64) + 0.5) / n * 2 - 1
+    phi = (torch.arange(2 * n, dtype=torch.float64) + 0.5) / (2 * n) * 2 * math.pi
+    t, phi = torch.meshgrid(t, phi, indexing="ij")
+    r = (1 - t**2).sqrt()
+    grid = torch.stack([r * phi.cos(), r * phi.sin(), t], -1).reshape(-1, 3)
+    return q.log_prob(grid).exp().sum() * (2 / n) * (math.pi / n)
+
+
+@pytest.mark.parametrize("base_cls", [VonMisesFisher, PowerSpherical])
+def test_mobius_mixture_density_normalized_on_s2(base_cls):
+    """Two mixture steps and a Möbius step push a vMF / PS to a density that integrates to one."""
+    torch.manual_seed(9)
+    base = base_cls(_unit(3), torch.tensor(4.0, dtype=torch.float64))
+    transforms = [
+        MobiusMixture(_mixture_raw(3, seed=1), 3),
+        MobiusTransform(torch.tensor([0.3, -0.2, 0.5], dtype=torch.float64)),
+        MobiusMixture(_mixture_raw(3, seed=2), 3),
+    ]
+    q = dist.TransformedDistribution(base, transforms)
+    # the quadrature error is ~1e-6; dropping the (m - 2) log(sin g / sin theta) term gives 0.89
+    assert abs(_sphere_quadrature(q).item() - 1.0) < 1e-4
+    z = q.rsample((5,))
+    assert torch.allclose(q.log_prob(z), q.log_prob(z.clone()), atol=1e-8)  # cached vs inverted
 
 
 @pytest.mark.parametrize("base_cls", [VonMisesFisher, PowerSpherical])
@@ -201,7 +299,11 @@ def test_pushed_density_normalized_on_circle(base_cls):
     base = base_cls(_unit(2).float(), torch.tensor(3.0))
     q = dist.TransformedDistribution(
         base,
-        [MobiusTransform(torch.tensor([0.8, -0.5])), SphereHouseholder(torch.randn(2, 2))],
+        [
+            MobiusTransform(torch.tensor([0.8, -0.5])),
+            SphereHouseholder(torch.randn(2, 2)),
+            MobiusMixture(_mixture_raw(2).float(), 2),
+        ],
     )
     theta = torch.linspace(0, 2 * math.pi, 4001)[:-1]
     grid = torch.stack([theta.cos(), theta.sin()], -1)
