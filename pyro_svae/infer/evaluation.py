@@ -28,7 +28,7 @@ tracing guide and model per chunk of 100 samples; ``benchmarks/evaluation.py`` t
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 import pyro
 import pyro.poutine as poutine
@@ -254,10 +254,10 @@ def evaluate(
     return result
 
 
-def _distance(train: list[Tensor], test: list[Tensor], metric: str) -> Tensor:
-    """Pairwise distances ``(n_test, n_train)`` summed over latent factors."""
+def _distance(train: list[Tensor], test: list[Tensor], metrics: Sequence[str]) -> Tensor:
+    """Pairwise distances ``(n_test, n_train)`` summed over latent factors, one metric per factor."""
     total = 0.0
-    for a, b in zip(test, train, strict=True):
+    for a, b, metric in zip(test, train, metrics, strict=True):
         if metric == "euclidean":
             total = total + torch.cdist(a, b)
         else:
@@ -278,19 +278,24 @@ def knn_accuracy(
     *,
     num_labelled: int | None = None,
     k: int = 5,
-    metric: str = "geodesic",
+    metric: str | Sequence[str] = "geodesic",
     seed: int = 0,
     chunk_size: int = 1000,
 ) -> float:
     """k-nearest-neighbour accuracy on posterior features (Table 2 of the S-VAE paper).
 
     Features are lists with one ``(n, m)`` tensor per latent factor; distances add over factors
-    (``"geodesic"``: arc length on each sphere, ``"cosine"``: 1 - cosine, ``"euclidean"``). Only
+    (``"geodesic"``: arc length on each sphere, ``"cosine"``: 1 - cosine, ``"euclidean"``; one metric
+    for all factors, or a sequence with one per factor, e.g. Euclidean for Gaussian factors). Only
     ``num_labelled`` training points, drawn with ``seed``, are used as the labelled set (all if ``None``).
     Majority vote, ties broken towards the nearest neighbour's class.
     """
-    if metric not in ("geodesic", "cosine", "euclidean"):
-        raise ValueError(f"metric must be 'geodesic', 'cosine' or 'euclidean', got {metric!r}")
+    metrics = [metric] * len(test_features) if isinstance(metric, str) else list(metric)
+    if len(metrics) != len(test_features):
+        raise ValueError(f"got {len(metrics)} metrics for {len(test_features)} latent factors")
+    for name in metrics:
+        if name not in ("geodesic", "cosine", "euclidean"):
+            raise ValueError(f"metric must be 'geodesic', 'cosine' or 'euclidean', got {name!r}")
     n_train = train_labels.shape[0]
     if num_labelled is not None:
         if not 0 < num_labelled <= n_train:
@@ -303,7 +308,7 @@ def knn_accuracy(
     correct = 0
     for start in range(0, test_labels.shape[0], chunk_size):
         chunk = [f[start : start + chunk_size] for f in test_features]
-        d = _distance(train_features, chunk, metric)
+        d = _distance(train_features, chunk, metrics)
         nearest = d.topk(k, dim=1, largest=False).indices  # sorted nearest first
         votes = train_labels[nearest]
         counts = torch.nn.functional.one_hot(votes, num_classes).sum(1).float()

@@ -11,22 +11,43 @@ from pyro_svae.data import ImageData
 from pyro_svae.infer import evaluate, knn_accuracy
 from pyro_svae.models.vae import VAE
 
-__all__ = ["eval_batches", "knn_scores", "posterior_features", "score"]
+__all__ = [
+    "eval_batches",
+    "eval_indices",
+    "feature_metrics",
+    "knn_scores",
+    "posterior_features",
+    "score",
+]
+
+
+#: seed of the fixed random subset used when an evaluation is capped (``limit``)
+SUBSET_SEED = 12345
+
+
+def eval_indices(data: ImageData, limit: int | None = None) -> Tensor:
+    """The points an evaluation uses: all of ``data``, or with ``limit`` a fixed random subset of that
+    size (sorted). Not the first ``limit`` points: test files are often sorted by class (static MNIST
+    is), so a prefix would be biased."""
+    if limit is None or limit >= len(data):
+        return torch.arange(len(data))
+    perm = torch.randperm(len(data), generator=torch.Generator().manual_seed(SUBSET_SEED))
+    return perm[:limit].sort().values
 
 
 def eval_batches(
     data: ImageData, batch_size: int, *, limit: int | None = None, seed: int = 0
 ) -> Iterator[Tensor]:
-    """The first ``limit`` points of ``data`` (all if ``None``) in order, as ``x`` batches.
+    """The points of :func:`eval_indices` (all, or a fixed random subset of ``limit``) as ``x``
+    batches.
 
     Dynamically binarised data are drawn from a generator seeded with ``seed``, so every
     evaluation sees the same binary images; the global random state is not touched by the draw.
     """
-    n = len(data) if limit is None else min(limit, len(data))
+    indices = eval_indices(data, limit)
     generator = torch.Generator().manual_seed(seed)
-    for start in range(0, n, batch_size):
-        idx = torch.arange(start, min(start + batch_size, n))
-        yield data.draw(idx, generator)
+    for start in range(0, len(indices), batch_size):
+        yield data.draw(indices[start : start + batch_size], generator)
 
 
 def score(
@@ -40,7 +61,7 @@ def score(
     progress: bool = False,
 ) -> dict[str, float]:
     """Per data point: ``ll`` (NaN when ``ll_samples=0``), ``elbo``, ``reconstruction`` and ``kl``
-    (β = 1, no warm-up or capacity), on the first ``limit`` points of ``data``."""
+    (β = 1, no warm-up or capacity), on the points of :func:`eval_indices`."""
     return evaluate(
         vae.model,
         vae.guide,
@@ -55,13 +76,25 @@ def score(
 def posterior_features(
     vae: VAE, data: ImageData, *, batch_size: int, limit: int | None = None, seed: int = 0
 ) -> list[Tensor]:
-    """Posterior mean features (one ``(n, m)`` tensor per latent factor) of the first ``limit``
-    points of ``data``."""
+    """Posterior mean features (one ``(n, m)`` tensor per latent factor) of the points of
+    :func:`eval_indices`."""
     parts = [
         vae.posterior_mean_features(x)
         for x in eval_batches(data, batch_size, limit=limit, seed=seed)
     ]
     return [torch.cat(factor) for factor in zip(*parts, strict=True)]
+
+
+def feature_metrics(vae: VAE) -> list[str]:
+    """The k-NN metric of each feature of :meth:`VAE.posterior_mean_features`: geodesic on spheres,
+    Euclidean for Gaussian factors."""
+    metrics = []
+    for group in vae.groups:
+        if group.family == "normal":
+            metrics.append("euclidean")
+        else:
+            metrics.extend(["geodesic"] * max(group.count, 1))
+    return metrics
 
 
 def knn_scores(
@@ -74,22 +107,30 @@ def knn_scores(
     limit: int | None = None,
     seed: int = 0,
 ) -> dict[str, float]:
-    """5-NN accuracy (geodesic distance) on test posterior features with ``n`` labelled training
-    points, for each ``n`` in ``sizes``: ``{"<n>": accuracy}``; empty without labels.
+    """5-NN accuracy on test posterior features with ``n`` labelled training points, for each ``n``
+    in ``sizes``: ``{"<n>": accuracy}``; empty without labels. Distances add over latent factors:
+    geodesic on sphere factors, Euclidean on Gaussian ones.
 
-    At most ``limit`` points of each split are encoded; a size above the training points
-    available is lowered to that number (and keyed by it).
+    At most ``limit`` points of each split are encoded (:func:`eval_indices`); a size above the
+    training points available is lowered to that number (and keyed by it).
     """
     if not sizes or train.labels is None or test.labels is None:
         return {}
     train_features = posterior_features(vae, train, batch_size=batch_size, limit=limit, seed=seed)
     test_features = posterior_features(vae, test, batch_size=batch_size, limit=limit, seed=seed + 1)
-    n_train, n_test = train_features[0].shape[0], test_features[0].shape[0]
-    train_labels = train.labels[:n_train]
-    test_labels = test.labels[:n_test]
+    train_labels = train.labels[eval_indices(train, limit)]
+    test_labels = test.labels[eval_indices(test, limit)]
+    n_train = train_labels.shape[0]
+    metrics = feature_metrics(vae)
     result = {}
     for n in sorted({min(int(s), n_train) for s in sizes}):
         result[str(n)] = knn_accuracy(
-            train_features, train_labels, test_features, test_labels, num_labelled=n, seed=seed
+            train_features,
+            train_labels,
+            test_features,
+            test_labels,
+            num_labelled=n,
+            metric=metrics,
+            seed=seed,
         )
     return result
