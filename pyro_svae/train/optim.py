@@ -67,6 +67,10 @@ class FusedAdam(PyroOptim):
             return
         self._ensure(params)
         self._optimizer.step()
+        # Like torch's zero_grad(set_to_none=True): SVI's zero_grads then skips these parameters, and
+        # the next backward writes fresh gradients instead of adding into zeroed buffers.
+        for param in params:
+            param.grad = None
 
     def get_state(self) -> dict[str, Any]:
         """Per-parameter state in Pyro's format (plus any state set but not yet consumed)."""
