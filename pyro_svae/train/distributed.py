@@ -37,7 +37,8 @@ global batch (a valid estimator of the same objective, but not the same numbers)
 **Why not** :class:`~torch.nn.parallel.DistributedDataParallel`: DDP averages the gradients of the
 parameters used in its wrapped ``forward``, but an SVI step is not one forward call (the encoder
 and the posterior heads run in the guide, the decoder in the model, flows in either), the
-parameters are registered by ``pyro.module`` under the module's own names, and the non-finite-step
+parameters are registered with Pyro's param store under the module's own names (see
+:meth:`~pyro_svae.models.VAE.guide`), and the non-finite-step
 guard must take the same decision on every rank even when one rank fails inside the forward pass
 (with DDP the other ranks would wait forever in the backward all-reduce). An explicit all-reduce
 of the gradients right before the optimizer step, together with the failure flag and the loss

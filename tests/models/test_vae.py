@@ -203,3 +203,59 @@ def test_bad_arguments(kwargs, match):
         VAE("vmf:4,4", 784, **kwargs)
     with pytest.raises(ValueError, match="vmf"):
         VAE("vmf:zero", 784)
+
+
+def _param_names(fn, *args) -> set[str]:
+    trace = poutine.trace(fn).get_trace(*args)
+    return {name for name, site in trace.nodes.items() if site["type"] == "param"}
+
+
+def test_guide_registers_every_parameter_and_model_the_decoder():
+    x = _binary()
+    vae = VAE("vmf:4,4", x.shape[1], hidden=(16, 8))
+    every = {f"vae$$${path}" for path, _ in vae.named_parameters()}
+    assert _param_names(vae.guide, x) == every
+    assert _param_names(vae.model, x) == {n for n in every if n.startswith("vae$$$decoder.")}
+
+
+def test_custom_model_with_the_vae_guide_trains_the_decoder():
+    x = _binary()
+    vae = VAE("vmf:3", x.shape[1], hidden=(16,))
+
+    def model(x):  # no pyro.module: the guide's registration must cover the decoder
+        with pyro.plate("data", x.shape[0]):
+            z = vae.sample_latents(prior=True, like=x)
+            pyro.sample("x", dist.Bernoulli(logits=vae.decode(z)).to_event(1), obs=x)
+
+    before = {k: v.detach().clone() for k, v in vae.decoder.state_dict().items()}
+    svi = SVI(model, vae.guide, Adam({"lr": 1e-2}), TraceMeanField_ELBO())
+    for _ in range(3):
+        svi.step(x)
+    for key, value in vae.decoder.state_dict().items():
+        assert not torch.equal(value, before[key]), key
+
+
+def test_registration_follows_parameter_changes():
+    x = _binary()
+    vae = VAE("vmf:3", x.shape[1], hidden=(16,))
+    assert _param_names(vae.guide, x)  # fills the cache
+    # frozen parameters are not registered; unfreezing them later registers them again
+    vae.encoder.requires_grad_(False)
+    assert not any(
+        ".encoder." in n or n.startswith("vae$$$encoder") for n in _param_names(vae.guide, x)
+    )
+    vae.encoder.requires_grad_(True)
+    assert any(n.startswith("vae$$$encoder") for n in _param_names(vae.guide, x))
+    # new parameter objects (load_state_dict(assign=True)) are the ones registered
+    state = {k: v.clone() for k, v in vae.state_dict().items()}
+    vae.load_state_dict(state, assign=True)
+    trace = poutine.trace(vae.guide).get_trace(x)
+    registered = {n: s["value"] for n, s in trace.nodes.items() if s["type"] == "param"}
+    pyro.clear_param_store()
+    trace = poutine.trace(vae.guide).get_trace(x)
+    for path, value in vae.named_parameters():
+        assert trace.nodes[f"vae$$${path}"]["value"] is value
+    assert len(registered) == len(list(vae.parameters()))
+    # a new name gives new parameter names
+    vae.name = "other"
+    assert all(n.startswith("other$$$") for n in _param_names(vae.guide, x))
