@@ -336,6 +336,41 @@ def test_save_all_plots(tmp_path, latent, expected):
             assert _png_ok(path), name
 
 
+def test_save_all_plots_mixes_the_classes_of_sorted_data(tmp_path, monkeypatch):
+    """Test files sorted by class (static MNIST's is) must not give plots of one class only."""
+    import pyro_svae.viz.report as report
+
+    n, classes = 200, 5
+    labels = torch.arange(n) // (n // classes)  # sorted: 40 zeros, 40 ones, ...
+    images = torch.rand(n, math.prod(SHAPE))
+    images[:, 0] = labels / 10  # pixel 0 tells the class of an image
+    data = ImageData(images, labels, image_shape=SHAPE, num_classes=classes)
+    seen = {}
+
+    def spy(name, real):
+        def wrapper(*args, **kwargs):
+            seen.setdefault(name, []).append(args)
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(report, name, wrapper)
+
+    for name in ("save_reconstructions", "save_interpolations", "save_hammer_plot"):
+        spy(name, getattr(report, name))
+    save_all_plots(
+        _tiny_vae("vmf:2"), data, tmp_path, num_reconstructions=10, num_points=50, gif_frames=2
+    )
+
+    def classes_of(x):
+        return set((x[:, 0] * 10).round().long().tolist())
+
+    assert len(classes_of(seen["save_reconstructions"][0][0])) >= 3
+    _, starts, ends, *_ = seen["save_interpolations"][0]
+    assert len(classes_of(torch.cat([starts, ends]))) >= 3
+    _, hammer_labels, *_ = seen["save_hammer_plot"][0]
+    assert len(hammer_labels) == 50
+    assert set(hammer_labels.tolist()) == set(range(classes))
+
+
 # -------------------------------------------------------------------------------------------------
 # pyro-svae train --plots
 

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from pyro_svae.train.evaluation import eval_indices
+
 from .curves import save_training_curves
 from .images import save_image_grid, save_reconstructions
 from .interpolation import posterior_points, save_interpolations
@@ -25,13 +27,18 @@ if TYPE_CHECKING:
 __all__ = ["save_all_plots"]
 
 
-def _observed(data: ImageData, n: int, seed: int) -> torch.Tensor:
-    """The first ``n`` points as the model observes them (a seeded draw for dynamic binarisation)."""
-    idx = torch.arange(n)
+def _observed(data: ImageData, idx: torch.Tensor, seed: int) -> torch.Tensor:
+    """The points ``idx`` as the model observes them (a seeded draw for dynamic binarisation)."""
     draw = getattr(data, "draw", None)
     if draw is None:
-        return data.images[:n]
+        return data.images[idx]
     return draw(idx, torch.Generator().manual_seed(seed))
+
+
+def _shown(n_data: int, n: int, seed: int) -> torch.Tensor:
+    """``n`` distinct indices drawn at random with ``seed``, in the drawn order (not sorted: test files
+    are often sorted by class, so neither a prefix nor sorted neighbours would mix the classes)."""
+    return torch.randperm(n_data, generator=torch.Generator().manual_seed(seed))[:n]
 
 
 def save_all_plots(
@@ -53,11 +60,15 @@ def save_all_plots(
 
     Always: ``samples.png`` (prior samples), ``reconstructions.png``, ``interpolations.png``
     (geodesic interpolations between ``num_pairs`` pairs of data points) and, given a non-empty
-    ``metrics_path`` (a run's ``metrics.jsonl``), ``curves.png``. For the posterior modes of the
-    first ``num_points`` points of ``data``, coloured by its labels: per ``S^2`` factor a Hammer
+    ``metrics_path`` (a run's ``metrics.jsonl``), ``curves.png``. For the posterior modes of
+    ``num_points`` points of ``data`` (the fixed random subset of
+    :func:`~pyro_svae.train.evaluation.eval_indices`, the one capped evaluations use), coloured
+    by its labels: per ``S^2`` factor a Hammer
     projection ``hammer.png``, a 3-D scatter ``sphere.png`` and a rotating ``sphere_rotation.gif``
     (with a ``_<factor index>`` suffix when the spec has several factors); for the ``S^1`` factors
-    one ``circles.png``. Reconstructions and interpolations show the stored images (grey values
+    one ``circles.png``. The reconstructed points and the interpolation pairs are drawn at random
+    with ``seed``, so every class can appear even when ``data`` is sorted by class. Reconstructions
+    and interpolations show the stored images (grey values
     for dynamically binarised data); the latent plots encode the points as the model observes them
     (a draw seeded with ``seed``). The random state is seeded with ``seed`` inside and restored after.
 
@@ -80,13 +91,13 @@ def save_all_plots(
             plots["samples"] = save_image_grid(
                 vae.generate(num_images).cpu(), shape, root / "samples.png", title="prior samples"
             )
-            x = data.images[: min(num_reconstructions, n_data)]
+            x = data.images[_shown(n_data, min(num_reconstructions, n_data), seed)]
             plots["reconstructions"] = save_reconstructions(
                 x.cpu(), vae.reconstruct(x.to(device)).cpu(), shape, root / "reconstructions.png"
             )
             pairs = min(num_pairs, n_data // 2)
             if pairs > 0:
-                x = data.images[: 2 * pairs].cpu()
+                x = data.images[_shown(n_data, 2 * pairs, seed + 1)].cpu()
                 plots["interpolations"] = save_interpolations(
                     vae, x[0::2], x[1::2], root / "interpolations.png", steps, image_shape=shape
                 )
@@ -106,9 +117,9 @@ def _latent_plots(
     wanted = [i for i, f in enumerate(factors) if f.is_sphere and f.manifold_dim in (1, 2)]
     if not wanted:
         return {}
-    n = min(num_points, len(data.images))
-    points = posterior_points(vae, _observed(data, n, seed))
-    labels = None if data.labels is None else data.labels[:n].cpu()
+    idx = eval_indices(data, min(num_points, len(data.images)))
+    points = posterior_points(vae, _observed(data, idx, seed))
+    labels = None if data.labels is None else data.labels[idx].cpu()
     plots: dict[str, Path] = {}
     circles = []
     for i in wanted:
