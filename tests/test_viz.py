@@ -164,6 +164,20 @@ def test_slerp_nearly_equal_points_are_stable():
     torch.testing.assert_close(steps, steps.mean().expand(4), atol=1e-12, rtol=0)
 
 
+@pytest.mark.parametrize("gap", [1e-3, 1e-5, 1e-7])
+def test_slerp_nearly_antipodal_float32_points_follow_the_float64_geodesic(gap):
+    """float32 unit vectors are off norm 1 by an ulp; near b = -a that must not tilt the path."""
+    g = torch.Generator().manual_seed(3)
+    a = torch.nn.functional.normalize(torch.randn(500, 3, generator=g), dim=-1)
+    b = torch.nn.functional.normalize(-a + gap * torch.randn(500, 3, generator=g), dim=-1)
+    out = slerp(a, b, 11)
+    a64, b64 = a.double(), b.double()
+    exact = slerp(a64 / a64.norm(dim=-1, keepdim=True), b64 / b64.norm(dim=-1, keepdim=True), 11)
+    assert (out.double() - exact)[:, 1:-1].abs().max() < 1e-7  # float32 rounding of the result
+    assert torch.equal(out[:, 0], a)
+    assert torch.equal(out[:, -1], b)
+
+
 def test_slerp_antipodal_points_take_the_documented_great_circle():
     a = torch.tensor([0.6, 0.0, 0.8], dtype=torch.float64)  # smallest |a_k|: k = 1
     path = slerp(a, -a, 5)

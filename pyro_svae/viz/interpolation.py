@@ -82,7 +82,8 @@ def slerp(a: Tensor, b: Tensor, steps: int) -> Tensor:
 
     :param a: start points ``(..., d)``, ``d >= 2``; leading dims broadcast against ``b``'s. Points
         off the unit sphere ``S^{d-1}`` are projected onto it (divided by their norm; a zero vector
-        is an error); points whose norm is 1 up to rounding (4 ulp of their dtype) are kept as given.
+        is an error); points whose norm is 1 up to rounding (4 ulp of their dtype) are returned as
+        given at the ends, while the interior is computed from their exact float64 normalisation.
     :param b: end points ``(..., d)``.
     :param int steps: number of points, ``>= 2``, both endpoints included.
     :returns: ``(..., steps, d)`` unit vectors at constant angular speed; the first and last are
@@ -107,10 +108,12 @@ def slerp(a: Tensor, b: Tensor, steps: int) -> Tensor:
         raise ValueError("slerp got non-finite points")
     if (na == 0).any() or (nb == 0).any():
         raise ValueError("slerp got a zero vector, which has no direction on the sphere")
-    # unit vectors up to rounding in their own dtype are kept as given: exact endpoints
+    # unit vectors up to rounding in their own dtype are returned as given (exact endpoints), but the
+    # interior is computed from the exactly normalised float64 points: near b = -a, the tangent
+    # b - (a.b) a is tiny and a norm off 1 by one float32 ulp would tilt it by O(ulp / angle)
     slack = 4 * torch.finfo(dtype).eps
-    na = torch.where((na - 1).abs() <= slack, torch.ones_like(na), na)
-    nb = torch.where((nb - 1).abs() <= slack, torch.ones_like(nb), nb)
+    end_a = a64 / torch.where((na - 1).abs() <= slack, torch.ones_like(na), na)
+    end_b = b64 / torch.where((nb - 1).abs() <= slack, torch.ones_like(nb), nb)
     a64, b64 = a64 / na, b64 / nb
     # stable angle for all of [0, π]: ω = 2 atan2(|a - b|, |a + b|)
     omega = 2 * torch.atan2(
@@ -136,7 +139,8 @@ def slerp(a: Tensor, b: Tensor, steps: int) -> Tensor:
     near = near / near.norm(dim=-1, keepdim=True)
     path = torch.where(W < _ANGLE_TOL, near, path)
     path = path / path.norm(dim=-1, keepdim=True)
-    return torch.cat([A, path[..., 1:-1, :], B], dim=-2).to(dtype)
+    ends = (end_a.unsqueeze(-2), end_b.unsqueeze(-2))
+    return torch.cat([ends[0], path[..., 1:-1, :], ends[1]], dim=-2).to(dtype)
 
 
 def _factor_layout(spec: str | LatentSpec | Sequence[int]) -> list[tuple[int, bool]]:
