@@ -23,6 +23,8 @@ def _log_expm1(x: Tensor) -> Tensor:
 class _Grid(constraints.Constraint):
     """Values ``k / (num_bins - 1)`` for integer ``k`` in ``[0, num_bins - 1]``."""
 
+    is_discrete = True
+
     def __init__(self, num_bins: int) -> None:
         super().__init__()
         self.num_bins = num_bins
@@ -160,4 +162,4 @@ class DiscretizedLogistic(TorchDistribution):
         levels = torch.arange(1, self.num_bins, dtype=self.loc.dtype, device=self.loc.device)
         steps = ((2 * levels - 1) * self.bin_width**2).to(self.loc)
         second = (survival * steps).sum(-1)
-        return second - self.mean**2
+        return (second - self.mean**2).clamp(min=0)  # rounding can make a point mass negative
