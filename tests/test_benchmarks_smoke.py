@@ -126,9 +126,9 @@ def test_reproduce_smoke_writes_every_table_then_reuses_and_resumes(tmp_path):
     # Table 1: the d -> latent mapping, ours next to the paper with a difference column
     table1 = json.loads((tables / "table1.json").read_text(encoding="utf-8"))
     latents = [(row["d"], row["model"], row["latent"]) for row in table1]
-    assert ("2", "S-VAE", "vmf:1") in latents
+    assert ("2", "S-VAE", "vmf:2") in latents
     assert ("40", "N-VAE", "normal:40") in latents
-    assert ("10", "S-VAE", "vmf:9") in latents
+    assert ("10", "S-VAE", "vmf:10") in latents
     assert {row["published"]["ll"] for row in table1} >= {-132.50, -135.73, -90.87}
     markdown = (tables / "table1.md").read_text(encoding="utf-8")
     assert "| LL (ours) | LL (paper) | Δ (ours − paper) |" in markdown
@@ -139,7 +139,7 @@ def test_reproduce_smoke_writes_every_table_then_reuses_and_resumes(tmp_path):
     # rerun Table 2 (the d <= 10 runs of Table 1): everything is reused, and a run whose summary is
     # gone is resumed from its checkpoint and gives the same test numbers
     before = json.loads((tables / "table2.json").read_text(encoding="utf-8"))
-    run_dir = Path(next(r for r in before if r["latent"] == "vmf:4")["run_dirs"][0])
+    run_dir = Path(next(r for r in before if r["latent"] == "vmf:5")["run_dirs"][0])
     (run_dir / "summary.json").unlink()
     again = _run_script(REPRODUCE, "table2", *flags, cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
@@ -148,6 +148,23 @@ def test_reproduce_smoke_writes_every_table_then_reuses_and_resumes(tmp_path):
     assert "training ..." not in again.stderr
     after = json.loads((tables / "table2.json").read_text(encoding="utf-8"))
     assert [r["metrics"] for r in after] == [r["metrics"] for r in before]
+
+
+def test_reproduce_report_tabulates_finished_runs_only(tmp_path):
+    flags = ("--smoke", "--threads", "1", "--no-progress", "--out", str(tmp_path))
+    empty = _run_script(REPRODUCE, "delta-vae", *flags, "--report", cwd=tmp_path)
+    assert empty.returncode == 0, empty.stderr[-3000:]
+    assert not list(tmp_path.rglob("checkpoint.pt"))  # trained nothing
+    rows = json.loads((tmp_path / "smoke" / "tables" / "delta-vae.json").read_text("utf-8"))
+    assert [row["unfinished"] for row in rows] == [1] * TABLES["delta-vae"]
+    assert empty.stdout.count("0/1 (not finished)") == TABLES["delta-vae"]
+    trained = _run_script(REPRODUCE, "delta-vae", *flags, cwd=tmp_path)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    report = _run_script(REPRODUCE, "delta-vae", *flags, "--report", cwd=tmp_path)
+    assert "training ..." not in report.stderr
+    rows = json.loads((tmp_path / "smoke" / "tables" / "delta-vae.json").read_text("utf-8"))
+    assert all(row["unfinished"] == 0 and row["metrics"]["ll"]["values"] for row in rows)
+    assert "not finished" not in report.stdout
 
 
 def test_reproduce_list_trains_nothing(tmp_path):
