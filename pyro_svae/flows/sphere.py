@@ -121,6 +121,33 @@ class MobiusTransform(Transform):
 DEFAULT_MIXTURE_COMPONENTS = 4
 
 
+#: the log-scales of a :class:`MobiusMixture` are used as given up to this magnitude, bounded beyond
+MIXTURE_LOG_SCALE_KNEE = 4.0
+#: bound on the log-scales of a :class:`MobiusMixture`: that of the Möbius steps,
+#: :math:`\log\bigl((1 + r)/(1 - r)\bigr) \approx 5.29` with :math:`r` = :data:`MAX_MOBIUS_RADIUS`
+MAX_MIXTURE_LOG_SCALE = math.log((1.0 + MAX_MOBIUS_RADIUS) / (1.0 - MAX_MOBIUS_RADIUS))
+
+
+def _bound_log_scale(raw: Tensor) -> Tensor:
+    r"""The identity on :math:`[-a, a]`, continued (:math:`C^2`) by :math:`\pm\bigl(a + (b - a)
+    \tanh\frac{|x| - a}{b - a}\bigr)` into :math:`(-b, b)`; :math:`a` = :data:`MIXTURE_LOG_SCALE_KNEE`,
+    :math:`b` = :data:`MAX_MIXTURE_LOG_SCALE`."""
+    width = MAX_MIXTURE_LOG_SCALE - MIXTURE_LOG_SCALE_KNEE
+    core = raw.clamp(-MIXTURE_LOG_SCALE_KNEE, MIXTURE_LOG_SCALE_KNEE)
+    return core + width * torch.tanh((raw - core) / width)
+
+
+def _sinc(x: Tensor) -> Tensor:
+    r""":math:`\sin x / x` for :math:`x \ge 0`, with accurate value and gradient: its Taylor series
+    (truncation :math:`x^{10}/11! < 10^{-17}`) below :math:`0.1`, where the gradient of the quotient
+    cancels."""
+    small = x < 0.1
+    safe = torch.where(small, torch.ones_like(x), x)
+    x2 = x * x
+    series = 1.0 - x2 / 6.0 * (1.0 - x2 / 20.0 * (1.0 - x2 / 42.0 * (1.0 - x2 / 72.0)))
+    return torch.where(small, series, torch.sin(safe) / safe)
+
+
 def _dilation_angle(theta: Tensor, log_scale: Tensor, weights: Tensor) -> tuple[Tensor, Tensor]:
     r"""The angle map :math:`g(\theta) = \sum_k \rho_k\, 2\,\mathrm{atan2}(\lambda_k \sin\frac\theta2,
     \cos\frac\theta2)` of :class:`MobiusMixture` and its derivative, for ``theta (...)`` in
@@ -131,6 +158,35 @@ def _dilation_angle(theta: Tensor, log_scale: Tensor, weights: Tensor) -> tuple[
     angle = (weights * 2.0 * torch.atan2(scale * sin_h, cos_h)).sum(-1)
     slope = (weights * scale / (cos_h.pow(2) + scale.pow(2) * sin_h.pow(2))).sum(-1)
     return angle, slope
+
+
+def _half_angle_map(
+    sin_h: Tensor, cos_h: Tensor, log_scale: Tensor, weights: Tensor
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    r"""The angle map of :class:`MobiusMixture` from the half-angle :math:`(s, c) = (\sin\frac\theta2,
+    \cos\frac\theta2)` (``(...)``; ``log_scale``, ``weights (..., M)``): :math:`g/2`, :math:`(\pi - g)/2`,
+    :math:`g'` and :math:`\sin g / \sin\theta`,
+
+    .. math:: \frac g2 = \sum_k \rho_k \alpha_k, \quad \frac{\pi - g}2 = \sum_k \rho_k\,
+        \mathrm{atan2}(c, \lambda_k s), \quad g' = \sum_k \frac{\rho_k \lambda_k}{d_k^2}, \quad
+        \frac{\sin g}{\sin\theta} = \mathrm{sinc}\frac g2 \sum_k \frac{\rho_k \lambda_k}
+        {\mathrm{sinc}(\alpha_k)\, d_k} \cdot \frac{\cos(g/2)}{c},
+
+    :math:`\alpha_k = \mathrm{atan2}(\lambda_k s, c)`, :math:`d_k = \sqrt{c^2 + \lambda_k^2 s^2}` (from
+    :math:`\sin\alpha_k = \lambda_k s / d_k`): sums and products of positive terms, accurate relative to
+    themselves, in value and gradient, for :math:`\theta \le \pi/2` (:math:`c \ge 1/\sqrt2`), and the last
+    is :math:`g'(0)` at :math:`\theta = 0`."""
+    cos_h = cos_h.unsqueeze(-1)
+    scale = log_scale.exp()
+    scaled = scale * sin_h.unsqueeze(-1)
+    alpha = torch.atan2(scaled, cos_h)
+    half = (weights * alpha).sum(-1)
+    co_half = (weights * torch.atan2(cos_h, scaled)).sum(-1)
+    square = cos_h.pow(2) + scaled.pow(2)
+    slope = (weights * scale / square).sum(-1)
+    tangent = (weights * scale / (_sinc(alpha) * square.sqrt())).sum(-1)
+    ratio = _sinc(half) * tangent * torch.sin(co_half) / cos_h.squeeze(-1)
+    return half, co_half, slope, ratio
 
 
 class MobiusMixture(Transform):
@@ -161,12 +217,26 @@ class MobiusMixture(Transform):
     (flatter or sharper caps, rings); on other bases, and composed with steps about other axes, Möbius
     or Householder steps, it bends densities into non-symmetric shapes. One step is limited near the
     "equator" of its axis: :math:`g'(\pi/2) = \sum_k \rho_k\, 2\lambda_k / (1 + \lambda_k^2) \le 1`, so it
-    can stretch there only by stacking steps. The inverse has no closed form: it is found by bisection on :math:`g` (monotone), polished by Newton
-    steps, and differentiable (implicit function theorem, one Newton step under autograd).
+    can stretch there only by stacking steps. The inverse has no closed form: it is found by bisection on
+    :math:`g` (monotone), polished by Newton steps, and differentiable (implicit function theorem, one
+    Newton step under autograd).
+
+    Numerics: each point is handled about its nearer pole, by the symmetry :math:`\pi - g(\theta) =
+    \sum_k \rho_k\, 2\arctan\bigl(\lambda_k^{-1} \tan\frac{\pi - \theta}2\bigr)` (the same map about
+    :math:`-\mu`, scales :math:`1/\lambda_k`), so :math:`\theta \le \pi/2`; :math:`\tan\frac\theta2 =
+    p / (r + |a|)` with :math:`a = z \cdot \mu`, :math:`p` the norm of the part of :math:`z \mp \mu`
+    orthogonal to :math:`\mu` (an exact difference next to the pole), :math:`r = \sqrt{a^2 + p^2}`;
+    and :math:`g/2`, :math:`(\pi - g)/2`, :math:`g'` and :math:`\sin g / \sin\theta` are sums and
+    products of positive terms (see ``_half_angle_map``). So the log-determinant keeps full relative
+    precision, with finite and accurate gradients, up to and on both poles, in float32 too (evaluating
+    :math:`\sin g` from a rounded :math:`g \approx \pi` would keep no digits).
 
     :param raw: unconstrained parameters ``batch + (m + 2M,)`` (or a callable returning them): the axis
         (normalised), the log-scales :math:`\log\lambda_k` and the logits of the weights :math:`\rho`.
-        Log-scales all 0 give the identity.
+        Log-scales all 0 give the identity. The log-scales are used as given in :math:`[-4, 4]` and
+        bounded smoothly beyond (``_bound_log_scale``) by :data:`MAX_MIXTURE_LOG_SCALE` :math:`\approx
+        5.29`, the bound of the Möbius steps, so that :math:`\lambda_k^{\pm 2}` cannot overflow in float32
+        and the log-determinant stays bounded.
     :param int ambient_dim: :math:`m`.
     """
 
@@ -180,7 +250,7 @@ class MobiusMixture(Transform):
         self.m = int(ambient_dim)
 
     def params(self) -> tuple[Tensor, Tensor, Tensor]:
-        """The unit axis ``(..., m)``, the log-scales ``(..., M)`` and the weights ``(..., M)``."""
+        """The unit axis ``(..., m)``, the (bounded) log-scales ``(..., M)`` and the weights ``(..., M)``."""
         raw = self._raw() if callable(self._raw) else self._raw
         components = (raw.shape[-1] - self.m) // 2
         if components < 1 or raw.shape[-1] != self.m + 2 * components:
@@ -188,38 +258,47 @@ class MobiusMixture(Transform):
                 f"MobiusMixture wants m + 2M = {self.m} + 2M parameters, got {raw.shape[-1]}"
             )
         axis, log_scale, logits = raw.split([self.m, components, components], dim=-1)
-        return safe_normalize(axis), log_scale, torch.softmax(logits, dim=-1)
+        return safe_normalize(axis), _bound_log_scale(log_scale), torch.softmax(logits, dim=-1)
 
     @staticmethod
-    def _polar(x: Tensor, axis: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """``x = cos(theta) axis + perp``: the angle ``theta``, ``perp`` and ``|perp| = sin(theta)``."""
-        cos = (x * axis).sum(-1, keepdim=True)
-        perp = x - cos * axis
-        sin = perp.norm(dim=-1)
-        return torch.atan2(sin, cos.squeeze(-1)), perp, sin
+    def _polar(x: Tensor, axis: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        r"""About the pole :math:`\pm\mu` nearer to ``x``: the half-angle :math:`(\sin\frac\theta2,
+        \cos\frac\theta2)` of the polar angle :math:`\theta \le \pi/2` about it, the component ``perp``
+        of ``x`` orthogonal to the axis, and whether the pole is :math:`+\mu`."""
+        along = (x * axis).sum(-1, keepdim=True)
+        north = along >= 0
+        diff = torch.where(north, x - axis, x + axis)  # exact next to the pole
+        perp = diff - (diff * axis).sum(-1, keepdim=True) * axis
+        along, north = along.squeeze(-1), north.squeeze(-1)
+        sin_h = perp.norm(dim=-1)
+        cos_h = torch.hypot(sin_h, along) + along.abs()  # tan(theta / 2) = p / (r + |a|)
+        norm = torch.hypot(sin_h, cos_h)
+        return sin_h / norm, cos_h / norm, perp, north
 
     @staticmethod
-    def _ratio(new_angle: Tensor, sin: Tensor, slope: Tensor) -> Tensor:
-        r""":math:`\sin g(\theta) / \sin\theta`, or its limit :math:`g'(\theta)` at the poles."""
-        tiny = sin < 1e-6 if sin.dtype == torch.float64 else sin < 1e-4
-        return torch.where(tiny, slope, torch.sin(new_angle) / torch.where(tiny, 1.0, sin))
+    def _reflect(log_scale: Tensor, north: Tensor) -> Tensor:
+        """The log-scales of the map about the pole nearer to each point: negated about ``-axis``."""
+        return torch.where(north.unsqueeze(-1), log_scale, -log_scale)
 
     def _call(self, x: Tensor) -> Tensor:
         axis, log_scale, weights = self.params()
-        theta, perp, sin = self._polar(x, axis)
-        angle, slope = _dilation_angle(theta, log_scale, weights)
-        ratio = self._ratio(angle, sin, slope)
-        return safe_normalize(torch.cos(angle).unsqueeze(-1) * axis + ratio.unsqueeze(-1) * perp)
+        sin_h, cos_h, perp, north = self._polar(x, axis)
+        log_scale = self._reflect(log_scale, north)
+        half, co_half, _, ratio = _half_angle_map(sin_h, cos_h, log_scale, weights)
+        cos = torch.where(half <= co_half, torch.cos(2.0 * half), -torch.cos(2.0 * co_half))
+        cos = torch.where(north, cos, -cos)
+        return safe_normalize(cos.unsqueeze(-1) * axis + ratio.unsqueeze(-1) * perp)
 
     def _inverse(self, y: Tensor) -> Tensor:
         axis, log_scale, weights = self.params()
-        phi, perp, sin = self._polar(y, axis)
-        theta = self._solve(phi, log_scale, weights)
-        _, slope = _dilation_angle(theta, log_scale, weights)
-        # sin(theta) / sin(phi), with phi = g(theta); its limit at the poles is 1 / g'
-        tiny = sin < 1e-6 if sin.dtype == torch.float64 else sin < 1e-4
-        ratio = torch.where(tiny, 1.0 / slope, torch.sin(theta) / torch.where(tiny, 1.0, sin))
-        return safe_normalize(torch.cos(theta).unsqueeze(-1) * axis + ratio.unsqueeze(-1) * perp)
+        sin_h, cos_h, perp, north = self._polar(y, axis)
+        log_scale = self._reflect(log_scale, north)
+        theta = self._solve(2.0 * torch.atan2(sin_h, cos_h), log_scale, weights)
+        # sin(phi) / sin(theta) with phi = g(theta) the angle of y, its limit g'(0) at the pole
+        half = 0.5 * theta
+        _, _, _, ratio = _half_angle_map(torch.sin(half), torch.cos(half), log_scale, weights)
+        cos = torch.where(north, torch.cos(theta), -torch.cos(theta))
+        return safe_normalize(cos.unsqueeze(-1) * axis + perp / ratio.unsqueeze(-1))
 
     @staticmethod
     def _solve(phi: Tensor, log_scale: Tensor, weights: Tensor) -> Tensor:
@@ -241,11 +320,12 @@ class MobiusMixture(Transform):
 
     def log_abs_det_jacobian(self, x: Tensor, y: Tensor) -> Tensor:
         axis, log_scale, weights = self.params()
-        theta, _perp, sin = self._polar(x, axis)
-        angle, slope = _dilation_angle(theta, log_scale, weights)
+        sin_h, cos_h, _, north = self._polar(x, axis)
+        log_scale = self._reflect(log_scale, north)
+        _, _, slope, ratio = _half_angle_map(sin_h, cos_h, log_scale, weights)
         out = torch.log(slope)
         if self.m > 2:
-            out = out + (self.m - 2) * torch.log(self._ratio(angle, sin, slope))
+            out = out + (self.m - 2) * torch.log(ratio)
         return out
 
 
