@@ -136,6 +136,57 @@ def test_implicit_gradient_matches_mpmath(dim, kappa, result_dtype, rel):
         assert ours[i].item() == pytest.approx(expected, rel=rel), (i, w[i].item())
 
 
+#: Documented relative error of the float32-result dw/dkappa (vmf_marginal.quadrature_settings).
+FLOAT32_GRAD_REL = {4: 4e-6}
+
+
+@pytest.mark.parametrize("dim", [4, 10, 32])
+@pytest.mark.parametrize("kappa", [1.0, 1e3, 1e7])
+def test_float32_implicit_gradient_next_to_the_pole(dim, kappa):
+    """1 - w below the float32 range: finite and as accurate as elsewhere (it was NaN below 1e-45
+    and wrong below ~3e-39, where 1 / (1 - w) overflows float32)."""
+    one_minus_w = torch.tensor(
+        [1e-20, 1e-36, 1e-38, 3e-39, 1e-40, 1e-44, 1.4e-45, 1e-46, 1e-60, 1e-100, 1e-150],
+        dtype=torch.float64,
+    )
+    k = torch.full_like(one_minus_w, kappa)
+    expected = marginal_dw_dkappa(dim, k, 1.0 - one_minus_w, one_minus_w)
+    ours = marginal_dw_dkappa(dim, k, 1.0 - one_minus_w, one_minus_w, result_dtype=torch.float32)
+    assert torch.isfinite(ours).all(), ours
+    assert (expected > 0).all()  # the float64 path is fine here: dw/dkappa ~ (1 - w) / kappa
+    rel = FLOAT32_GRAD_REL.get(dim, 1e-6)
+    assert torch.allclose(ours, expected, rtol=rel, atol=0.0), (ours / expected - 1).abs().max()
+    at_pole = marginal_dw_dkappa(
+        dim, k[:1], torch.ones(1, dtype=torch.float64), torch.zeros(1, dtype=torch.float64)
+    )
+    assert at_pole.item() == 0.0
+
+
+@pytest.mark.parametrize("dim", [4, 5, 10, 32, 50, 1000])
+@pytest.mark.parametrize("kappa", [1e-3, 1.0, 1e3, 1e5, 1e7])
+def test_float32_implicit_gradient_error_bound(dim, kappa):
+    """The float32-result quadrature against the float64 one (~1e-10 of mpmath) over draws, a grid
+    of 1 - w across the support and the neighbourhood of the mode, where m = 4 is worst."""
+    torch.manual_seed(dim)
+    a = 0.5 * (dim - 3)
+    mode_gap = 2 * a / (kappa + a + math.sqrt(a * a + kappa * kappa))  # 1 - mode, no cancellation
+    one_minus_w = torch.cat(
+        [
+            sample_marginal(dim, torch.full((2000,), kappa, dtype=torch.float64))[1],
+            torch.logspace(-30, math.log10(2.0), 300, dtype=torch.float64),
+            2.0 - torch.logspace(-12, 0, 100, dtype=torch.float64),
+            mode_gap * (1.0 + torch.logspace(-8, 0, 400, dtype=torch.float64)),
+            mode_gap * (1.0 - torch.logspace(-8, -0.01, 400, dtype=torch.float64)),
+        ]
+    )
+    one_minus_w = one_minus_w[(one_minus_w > 0) & (one_minus_w < 2)]
+    k = torch.full_like(one_minus_w, kappa)
+    expected = marginal_dw_dkappa(dim, k, 1.0 - one_minus_w, one_minus_w)
+    ours = marginal_dw_dkappa(dim, k, 1.0 - one_minus_w, one_minus_w, result_dtype=torch.float32)
+    rel = ((ours - expected).abs() / expected.abs()).max().item()
+    assert rel <= FLOAT32_GRAD_REL.get(dim, 1e-6), rel
+
+
 def test_loc_gradient_unbiased():
     """d E[c^T z] / d theta with loc = normalize(theta) equals the gradient of A c^T normalize(theta)."""
     torch.manual_seed(5)
