@@ -195,7 +195,7 @@ def _truncation_length(
     """
     if dim == 2:
         # f ∝ e^{kappa t} (1-t^2)^{-1/2}: the exponential sets the decay of the lower side; the upper
-        # side (w >= 0) is integrated whole, its singularity being removed by the substitution.
+        # side is integrated whole, its singularity being removed by the substitution.
         return torch.where(lower, torch.minimum(side_len, tail / kappa), side_len)
     a = 0.5 * (dim - 3)
     one_minus_w_sq = omw * (2.0 - omw)
@@ -221,6 +221,10 @@ def _truncation_length(
         lo = torch.where(past, torch.maximum(lo, mid * (tail / drop.clamp_min(tail))), mid)
     return hi
 
+
+#: m = 2: above this kappa (1 - w), a w >= 0 below the mean is integrated on its lower side
+#: (see :func:`_dw_dkappa_circle`)
+CIRCLE_LOWER_TAIL = 3.0
 
 #: Floor of L = log(1 + s/near) in the graded substitution (see :func:`_dw_dkappa_graded`).
 MIN_LOG_GROWTH = 1e-30
@@ -251,7 +255,9 @@ def quadrature_settings(dim: int, dtype: torch.dtype) -> QuadratureSettings:
     """The implicit-gradient quadrature for results of ``dtype``: accuracy follows the precision.
 
     float64 gets :data:`QUADRATURE_NODES` float64 nodes, truncation at ``exp(-TAIL_LOG)`` and 10
-    bisections: relative error ~1e-10 against mpmath. Lower precisions get 16 nodes, truncation at
+    bisections: relative error ~1e-10 against mpmath, but not below ~1e-13 kappa for large kappa
+    (2.7e-7 seen at m = 2, kappa = 1e7): the integrand's t - A takes the rounding of the mean
+    resultant A (relative to A, ~1e-14) as an error relative to 1 - A ~ (m - 1) / (2 kappa). Lower precisions get 16 nodes, truncation at
     ``exp(-20)`` and 6 bisections, with the per-node arithmetic in float32 for
     ``dim <= FLOAT32_NODES_MAX_DIM``: relative error <= 1e-6 for ``5 <= dim <= 32`` and <= 4e-6 at
     ``dim = 4`` (largest next to the mode at large kappa: 3e-6 at kappa = 1e7, where 6 bisections
@@ -376,14 +382,20 @@ def _dw_dkappa_graded(
 def _dw_dkappa_circle(
     dim: int, kappa: Tensor, w: Tensor, omw: Tensor, rule, settings: QuadratureSettings
 ) -> Tensor:
-    """m = 2: f ∝ e^{kappa t} (1 - t^2)^{-1/2} on the side of w towards the nearer endpoint.
+    """m = 2: f ∝ e^{kappa t} (1 - t^2)^{-1/2}, integrated on one side of w.
 
-    The substitution t = ±(1 - side u^2) removes the endpoint singularity; the opposite endpoint is at
-    distance >= 1 from w, so it does not slow the quadrature. Nodes in float64.
+    The upper side [w, 1] is used where w >= 0, unless w lies in the lower tail of the concentrated
+    density (kappa (1 - w) > :data:`CIRCLE_LOWER_TAIL`, w below the mean A): there t - A changes sign
+    on [w, 1] and the integral is a cancellation of O(1) terms to about F(w) (a NaN or 1e100 at
+    kappa (1 - w) ~ 50), so the lower side [-1, w] is taken, where t - A < 0 throughout. The
+    substitution t = ±(1 - side u^2) removes the far endpoint's singularity; the near endpoint is
+    at distance >= 1 from w (w < 0 on the lower side, w >= 0 on the upper side), or at distance
+    1 - w > CIRCLE_LOWER_TAIL / kappa, a fair fraction of the truncated side, so its singularity
+    stays far enough from the nodes. Nodes in float64.
     """
     nodes, weights = rule[0], rule[1]
     mean = ive_ratio(0.0, kappa)
-    lower = w < 0
+    lower = (w < 0) | ((kappa * omw > CIRCLE_LOWER_TAIL) & (w < mean))
     one_plus_w = 2.0 - omw
     side_len = torch.where(lower, one_plus_w, omw)  # |side| = 1 + w (lower) or 1 - w (upper)
     other_len = torch.where(lower, omw, one_plus_w)

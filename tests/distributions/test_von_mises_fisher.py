@@ -136,6 +136,45 @@ def test_implicit_gradient_matches_mpmath(dim, kappa, result_dtype, rel):
         assert ours[i].item() == pytest.approx(expected, rel=rel), (i, w[i].item())
 
 
+def _mpmath_circle_dw_dkappa(kappa: float, one_minus_w: float) -> float:
+    """m = 2: dw/dkappa = -int_{-1}^{w} (t - A) f(t)/f(w) dt with f ∝ e^{kappa t} (1 - t^2)^{-1/2},
+    in v = 1 - t, on the side with no cancellation (t - A < 0 there whenever w < A)."""
+    mpmath.mp.dps = 50
+    k, o = mpmath.mpf(kappa), mpmath.mpf(one_minus_w)
+    mean = mpmath.besseli(1, k) / mpmath.besseli(0, k)
+
+    def integrand(v):
+        d = v * (2 - v)
+        if d == 0:  # tanh-sinh nodes rounded onto the integrable end singularity
+            return mpmath.mpf(0)
+        return ((1 - v) - mean) * mpmath.exp(-k * (v - o)) * mpmath.sqrt(o * (2 - o) / d)
+
+    points = [o] + [o + c / k for c in (1, 10, 100) if o + c / k < 2] + [mpmath.mpf(2)]
+    return float(-mpmath.quad(integrand, points))
+
+
+@pytest.mark.parametrize("kappa", [0.1, 30.0, 1e3, 1e5, 1e7])
+@pytest.mark.parametrize(("result_dtype", "rel"), [(torch.float64, 1e-8), (torch.float32, 1e-6)])
+def test_circle_implicit_gradient_in_the_tails(kappa, result_dtype, rel):
+    """m = 2 on a grid of kappa (1 - w) up to 300, far in the lower tail: integrating [w, 1] there
+    cancelled O(1) terms down to F(w) (dw/dkappa of -1e120 or NaN at kappa (1 - w) ~ 50)."""
+    scaled = [1e-6, 0.01, 0.5, 1.0, 2.0, 2.9, 3.1, 5.0, 20.0, 50.0, 300.0]
+    one_minus_w = torch.tensor(
+        [c / kappa for c in scaled] + [0.5, 1.0, 1.5, 1.99], dtype=torch.float64
+    )
+    one_minus_w = one_minus_w[one_minus_w < 2].unique()
+    k = torch.full_like(one_minus_w, kappa)
+    ours = marginal_dw_dkappa(2, k, 1 - one_minus_w, one_minus_w, result_dtype=result_dtype)
+    expected = torch.tensor(
+        [_mpmath_circle_dw_dkappa(kappa, o) for o in one_minus_w.tolist()], dtype=torch.float64
+    )
+    # t - A on the upper side inherits the rounding of A = I_1/I_0 (relative to A, ~1e-14) as an
+    # error relative to 1 - A ~ 1/(2 kappa): the documented floor 1e-13 kappa (observed 2.7e-7 at 1e7)
+    tol = max(rel, 1e-13 * kappa)
+    err = (ours / expected - 1).abs()
+    assert (err <= tol).all(), (one_minus_w[err > tol], err.max())
+
+
 #: Documented relative error of the float32-result dw/dkappa (vmf_marginal.quadrature_settings).
 FLOAT32_GRAD_REL = {4: 4e-6}
 
