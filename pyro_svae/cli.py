@@ -129,6 +129,13 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
         "for each data point (default: static)",
     )
     model.add_argument(
+        "--mixture-components",
+        type=_positive_int,
+        default=S,
+        metavar="K",
+        help=f"Möbius dilations in each 'mobiusmix' flow step (default: {d['mixture_components']})",
+    )
+    model.add_argument(
         "--diffusion-steps",
         type=_positive_int,
         default=S,

@@ -13,6 +13,7 @@ import torch
 
 from pyro_svae.data import DATASETS
 from pyro_svae.flows import parse_flow_spec
+from pyro_svae.flows.sphere import DEFAULT_MIXTURE_COMPONENTS
 from pyro_svae.latent_spec import parse_latent_spec
 from pyro_svae.models.vae import LIKELIHOODS
 
@@ -105,6 +106,7 @@ class TrainConfig:
     diffusion_steps: int | None = None
     flow: str | None = None
     flow_type: str = "static"
+    mixture_components: int = DEFAULT_MIXTURE_COMPONENTS
     progress: bool = True
     distributed: bool = False
     knn_labels: tuple[int, ...] = field(default=(100, 600, 1000))
@@ -188,6 +190,10 @@ class TrainConfig:
             parse_flow_spec(self.flow, self.flow_type)
         except (TypeError, ValueError) as err:
             raise ValueError(f"flow: {err}") from None
+        if not (_is_int(self.mixture_components) and self.mixture_components > 0):
+            raise bad(
+                "mixture_components", "a positive number of Möbius dilations per mobiusmix step"
+            )
         if self.diffusion_steps is not None and not (
             _is_int(self.diffusion_steps) and self.diffusion_steps > 0
         ):

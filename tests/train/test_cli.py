@@ -9,9 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from pyro_svae.cli import build_parser, config_from_args, latent_from_args, main
-from pyro_svae.data import default_data_root
+from pyro_svae.data import BinaryImageData, default_data_root
+from pyro_svae.train import TrainConfig, Trainer
 
 FLAGS = [
     "--dataset",
@@ -141,3 +143,24 @@ def test_end_to_end_then_resume(tmp_path, capsys):
     summary = json.loads(Path(out / "summary.json").read_text())
     assert summary["config"]["hidden"] == [16]
     assert summary["epochs_trained"] == 2
+
+
+def test_mixture_components_reach_the_sphere_flow(tmp_path):
+    """``--mixture-components K`` sets the number of Möbius dilations of every mobiusmix step."""
+    argv = ["train", "--latent", "vmf:2", "--flow", "mobiusmix:2", "--mixture-components", "6"]
+    args = build_parser().parse_args([*argv, "--out", str(tmp_path), "--no-progress"])
+    config = config_from_args(args)
+    assert config.mixture_components == 6
+    images = (torch.rand(20, 16, generator=torch.Generator().manual_seed(0)) < 0.5).double()
+    data = BinaryImageData(images, None, image_shape=(1, 4, 4), name="toy")
+    trainer = Trainer(config, datasets={"train": data, "valid": data, "test": data})
+    try:
+        flows = list(trainer.vae.flows.values())
+        assert [flow.components for flow in flows] == [6]
+        assert all(p.shape[-1] == 3 + 2 * 6 for p in flows[0].params)  # axis + 6 scales + 6 logits
+    finally:
+        trainer.close()
+    with pytest.raises(SystemExit):  # the parser refuses it ...
+        build_parser().parse_args([*argv[:-1], "0"])
+    with pytest.raises(ValueError, match="mixture_components"):  # ... and so does the config
+        TrainConfig(latent="vmf:2", flow="mobiusmix:1", mixture_components=0).validate()
