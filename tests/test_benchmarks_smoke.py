@@ -134,7 +134,7 @@ def test_reproduce_smoke_writes_every_table_then_reuses_and_resumes(tmp_path):
     assert "| LL (ours) | LL (paper) | Δ (ours − paper) |" in markdown
     assert "−132.50" in markdown
     trained = result.stderr.count("training ...")
-    assert trained == 31  # runs shared between tables are trained once
+    assert trained == 30  # runs shared between tables are trained once
 
     # rerun Table 2 (the d <= 10 runs of Table 1): everything is reused, and a run whose summary is
     # gone is resumed from its checkpoint and gives the same test numbers

@@ -295,8 +295,9 @@ for m_ in (4, 6, 10):
 # The implicit gradient agrees with :math:`A_m'(\kappa)` to within Monte-Carlo error everywhere.
 # The shortcut is too small in every cell of this grid: by about 23 % at :math:`m = 4`,
 # :math:`\kappa = 3`, and by 1 to 13 % elsewhere. The bias is not monotone in :math:`\kappa`: for
-# :math:`m = 4` and :math:`6` it peaks near :math:`\kappa = 3` and is about 10 % at both
-# :math:`\kappa = 1` and :math:`\kappa = 10`. Across dimensions it falls quickly at small
+# :math:`m = 4` and :math:`6` it peaks near :math:`\kappa = 3`; for :math:`m = 4` it is about 10 %
+# at both :math:`\kappa = 1` and :math:`\kappa = 10`, for :math:`m = 6` about 3 % at
+# :math:`\kappa = 1` and 10 % at :math:`\kappa = 10`. Across dimensions it falls quickly at small
 # :math:`\kappa` (23, 13 and 5 % at :math:`\kappa = 3` for :math:`m = 4, 6, 10`) and hardly at
 # :math:`\kappa = 10` (10, 10 and 8 %). In a VAE, :math:`\kappa` controls the KL term, so this
 # bias distorts the balance between reconstruction and regularisation, most in the

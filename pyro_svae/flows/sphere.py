@@ -271,7 +271,8 @@ class MobiusMixture(Transform):
         perp = diff - (diff * axis).sum(-1, keepdim=True) * axis
         along, north = along.squeeze(-1), north.squeeze(-1)
         sin_h = perp.norm(dim=-1)
-        cos_h = torch.hypot(sin_h, along) + along.abs()  # tan(theta / 2) = p / (r + |a|)
+        # tan(theta / 2) = p / (r + |a|), |a| written by branch: abs() has no derivative at a = 0
+        cos_h = torch.hypot(sin_h, along) + torch.where(north, along, -along)
         norm = torch.hypot(sin_h, cos_h)
         return sin_h / norm, cos_h / norm, perp, north
 

@@ -9,8 +9,9 @@ The model and guide are plain Pyro functions:
     svi.step(x_batch, num_data=50000)
 
 * the parameters are registered as ``pyro.module(vae.name, vae)`` would (names ``"vae$$$encoder..."``):
-  the guide registers all of them, the model the decoder's, so either half can be paired with a
-  custom other half; ``pyro.plate("data", N, subsample=...)`` scales a minibatch to
+  the guide registers all of them, the model the decoder's, so :meth:`VAE.guide` can be paired
+  with a custom model that calls :meth:`VAE.decode` (a custom guide paired with :meth:`VAE.model`
+  must register the parts of the VAE it uses itself, e.g. with ``pyro.module``); ``pyro.plate("data", N, subsample=...)`` scales a minibatch to
   the data set; each latent *group* of the spec (a run of equal factors, see
   :meth:`pyro_svae.latent_spec.LatentSpec.groups`) is one ``pyro.sample`` site; a group of ``K > 1`` equal
   spheres sits in ``pyro.plate("<site>_factors", K)`` with one concentration per factor;
@@ -288,12 +289,16 @@ class VAE(nn.Module):
         """``pyro.module(self.name, self)`` in two parts, under the same names ``name$$$path``.
 
         The guide registers every trainable parameter, the model only the decoder's: a custom model
-        paired with :meth:`guide`, or a custom guide paired with :meth:`model`, still trains the whole
-        network, and with both halves of this class the encoder is registered once per step.
+        paired with :meth:`guide` still trains the whole network (a custom guide paired with
+        :meth:`model` must register the encoder and heads it uses), and with both halves of this
+        class the encoder is registered once per step.
 
         The names are cached; the cache is rebuilt whenever :attr:`name`, the set of parameters
-        (``load_state_dict(assign=True)``, a new submodule, ``.to()``) or their ``requires_grad``
-        flags change, which costs one walk over the module tree per call (a few microseconds).
+        (``load_state_dict(assign=True)``, a new submodule) or their ``requires_grad`` flags change,
+        which costs one walk over the module tree per call (a few microseconds). As with
+        ``pyro.module``, a name already in Pyro's param store keeps the store's tensor: after
+        replacing parameter objects, call ``pyro.clear_param_store()`` (and make a new optimizer)
+        so that the new ones are the ones trained.
         """
         key = (self.name, tuple(_parameter_fingerprint(self, [])))
         if self._registry is None or self._registry_key != key:

@@ -187,3 +187,27 @@ def test_mixture_log_scales_bounded():
     assert torch.allclose(t._inverse(y), x, atol=16 * math.exp(bound) * torch.finfo(x.dtype).eps)
     logdet.sum().backward()
     assert torch.isfinite(raw.grad).all()
+
+
+@pytest.mark.parametrize("m", [2, 3, 5])
+def test_mixture_gradients_on_the_equator(m):
+    """Points with x . mu == 0 exactly (axis-aligned inputs): the branch choice about the nearer
+    pole must not drop the derivative along the axis (``abs`` has none at 0)."""
+    axis = torch.zeros(m, dtype=torch.float64)
+    axis[0] = 1.0
+    raw = torch.cat([axis, torch.tensor([-1.0, 0.5, 2.0]), torch.tensor([0.2, -0.3, 0.1])])
+    x = torch.zeros(2, m, dtype=torch.float64)
+    x[0, 1] = 1.0
+    x[1, -1] = -1.0 if m == 2 else 0.8  # (0, ..., 0.6, 0.8) for m >= 3
+    if m >= 3:
+        x[1, -2] = 0.6
+
+    def forward(points, params):
+        t = MobiusMixture(params, m)
+        y = t(points)
+        return y, t.log_abs_det_jacobian(points, y)
+
+    inputs = (x.clone().requires_grad_(), raw.clone().requires_grad_())
+    assert torch.autograd.gradcheck(forward, inputs, eps=1e-6, atol=1e-7)
+    inverse = lambda y, params: MobiusMixture(params, m).inv(y)  # noqa: E731
+    assert torch.autograd.gradcheck(inverse, inputs, eps=1e-6, atol=1e-6)
