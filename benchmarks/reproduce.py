@@ -445,10 +445,10 @@ class Runner:
         folder = config.run_dir
         if folder in self.done:
             return self.done[folder]
-        if self.args.report and self.state(config) != "done":
+        state = self.state(config)
+        if self.args.report and state != "done":
             return None
         self.counter += 1
-        state = self.state(config)
         label = f"[{self.counter}] {run.dataset} {run.name} seed {seed} ({folder})"
         start = time.perf_counter()
         if state == "done":

@@ -257,8 +257,9 @@ def quadrature_settings(dim: int, dtype: torch.dtype) -> QuadratureSettings:
     float64 gets :data:`QUADRATURE_NODES` float64 nodes, truncation at ``exp(-TAIL_LOG)`` and 10
     bisections: relative error ~1e-10 against mpmath, but not below ~1e-13 kappa for large kappa
     (2.7e-7 seen at m = 2, kappa = 1e7): the integrand's t - A takes the rounding of the mean
-    resultant A (relative to A, ~1e-14) as an error relative to 1 - A ~ (m - 1) / (2 kappa). Lower precisions get 16 nodes, truncation at
-    ``exp(-20)`` and 6 bisections, with the per-node arithmetic in float32 for
+    resultant A (relative to A, ~1e-14) as an error relative to 1 - A ~ (m - 1) / (2 kappa).
+
+    Lower precisions get 16 nodes, truncation at ``exp(-20)`` and 6 bisections, with the per-node arithmetic in float32 for
     ``dim <= FLOAT32_NODES_MAX_DIM``: relative error <= 1e-6 for ``5 <= dim <= 32`` and <= 4e-6 at
     ``dim = 4`` (largest next to the mode at large kappa: 3e-6 at kappa = 1e7, where 6 bisections
     leave a loose truncation), < 1e-7 with the float64 nodes of ``dim > 32`` (measured against the

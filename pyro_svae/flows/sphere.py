@@ -276,24 +276,24 @@ class MobiusMixture(Transform):
         norm = torch.hypot(sin_h, cos_h)
         return sin_h / norm, cos_h / norm, perp, north
 
-    @staticmethod
-    def _reflect(log_scale: Tensor, north: Tensor) -> Tensor:
-        """The log-scales of the map about the pole nearer to each point: negated about ``-axis``."""
-        return torch.where(north.unsqueeze(-1), log_scale, -log_scale)
-
-    def _call(self, x: Tensor) -> Tensor:
+    def _about_nearer_pole(self, x: Tensor) -> tuple[Tensor, ...]:
+        """``(axis, sin_h, cos_h, perp, north, log_scale, weights)`` for points ``x``: the parameters,
+        :meth:`_polar` about the nearer pole, and the log-scales of the map about that pole
+        (negated about ``-axis``)."""
         axis, log_scale, weights = self.params()
         sin_h, cos_h, perp, north = self._polar(x, axis)
-        log_scale = self._reflect(log_scale, north)
+        log_scale = torch.where(north.unsqueeze(-1), log_scale, -log_scale)
+        return axis, sin_h, cos_h, perp, north, log_scale, weights
+
+    def _call(self, x: Tensor) -> Tensor:
+        axis, sin_h, cos_h, perp, north, log_scale, weights = self._about_nearer_pole(x)
         half, co_half, _, ratio = _half_angle_map(sin_h, cos_h, log_scale, weights)
         cos = torch.where(half <= co_half, torch.cos(2.0 * half), -torch.cos(2.0 * co_half))
         cos = torch.where(north, cos, -cos)
         return safe_normalize(cos.unsqueeze(-1) * axis + ratio.unsqueeze(-1) * perp)
 
     def _inverse(self, y: Tensor) -> Tensor:
-        axis, log_scale, weights = self.params()
-        sin_h, cos_h, perp, north = self._polar(y, axis)
-        log_scale = self._reflect(log_scale, north)
+        axis, sin_h, cos_h, perp, north, log_scale, weights = self._about_nearer_pole(y)
         theta = self._solve(2.0 * torch.atan2(sin_h, cos_h), log_scale, weights)
         # sin(phi) / sin(theta) with phi = g(theta) the angle of y, its limit g'(0) at the pole
         half = 0.5 * theta
@@ -320,9 +320,7 @@ class MobiusMixture(Transform):
         return (theta - (angle - phi) / slope).clamp(0.0, math.pi)
 
     def log_abs_det_jacobian(self, x: Tensor, y: Tensor) -> Tensor:
-        axis, log_scale, weights = self.params()
-        sin_h, cos_h, _, north = self._polar(x, axis)
-        log_scale = self._reflect(log_scale, north)
+        _, sin_h, cos_h, _, _, log_scale, weights = self._about_nearer_pole(x)
         _, _, slope, ratio = _half_angle_map(sin_h, cos_h, log_scale, weights)
         out = torch.log(slope)
         if self.m > 2:

@@ -151,14 +151,12 @@ class Trainer:
         pyro.set_rng_seed(config.seed)
         model_class, flow_kwargs = VAE, {}
         if config.flow is not None:
-            model_class, flow_kwargs = (
-                FlowVAE,
-                {
-                    "flow": config.flow,
-                    "flow_type": config.flow_type,
-                    "mixture_components": config.mixture_components,
-                },
-            )
+            model_class = FlowVAE
+            flow_kwargs = {
+                "flow": config.flow,
+                "flow_type": config.flow_type,
+                "mixture_components": config.mixture_components,
+            }
         self.vae = model_class(
             config.latent,
             train.dim,

@@ -139,8 +139,9 @@ def slerp(a: Tensor, b: Tensor, steps: int) -> Tensor:
     near = near / near.norm(dim=-1, keepdim=True)
     path = torch.where(W < _ANGLE_TOL, near, path)
     path = path / path.norm(dim=-1, keepdim=True)
-    ends = (end_a.unsqueeze(-2), end_b.unsqueeze(-2))
-    return torch.cat([ends[0], path[..., 1:-1, :], ends[1]], dim=-2).to(dtype)
+    return torch.cat([end_a.unsqueeze(-2), path[..., 1:-1, :], end_b.unsqueeze(-2)], dim=-2).to(
+        dtype
+    )
 
 
 def _factor_layout(spec: str | LatentSpec | Sequence[int]) -> list[tuple[int, bool]]:

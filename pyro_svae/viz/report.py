@@ -29,10 +29,7 @@ __all__ = ["save_all_plots"]
 
 def _observed(data: ImageData, idx: torch.Tensor, seed: int) -> torch.Tensor:
     """The points ``idx`` as the model observes them (a seeded draw for dynamic binarisation)."""
-    draw = getattr(data, "draw", None)
-    if draw is None:
-        return data.images[idx]
-    return draw(idx, torch.Generator().manual_seed(seed))
+    return data.draw(idx, torch.Generator().manual_seed(seed))
 
 
 def _shown(n_data: int, n: int, seed: int) -> torch.Tensor:
