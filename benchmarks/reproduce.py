@@ -65,7 +65,9 @@ with a ``checkpoint.pt`` (interrupted, or now asked for more epochs or samples) 
 the trainer, bit for bit on the same machine and thread count. So after an interruption (Ctrl-C, a
 reboot), rerun the same command. ``--list`` shows each run's folder and state without training;
 ``--report`` writes the table from the finished runs alone (the others are marked "not finished"),
-also without training, e.g. while a long run goes on in another process. A
+also without training, e.g. while a long run goes on in another process. ``--only RUN ...``
+trains just the named runs (names as ``--list`` shows them, optionally ``<dataset>/<name>``), so
+two processes with different ``--only`` lists use two cores side by side. A
 run that fails (training diverged, or its folder holds a run with other settings) is marked in its
 table, and the command exits with status 1 after writing the tables.
 
@@ -428,6 +430,11 @@ class Runner:
                 pass
         return "partial" if (root / "checkpoint.pt").exists() else "new"
 
+    def selected(self, run: Run) -> bool:
+        """Whether ``--only`` (if given) names ``run``: its name, or ``<dataset>/<name>``."""
+        only = self.args.only
+        return not only or run.name in only or f"{run.dataset}/{run.name}" in only
+
     def _data(self, dataset: str) -> dict:
         if dataset not in self.datasets:
             self.datasets[dataset] = load_splits(
@@ -440,13 +447,13 @@ class Runner:
 
     def get(self, run: Run, seed: int) -> dict[str, Any] | str | None:
         """The run's summary, an error message when it failed, or ``None`` for an unfinished run
-        with ``--report`` (which trains nothing)."""
+        with ``--report`` (which trains nothing) or one that ``--only`` leaves out."""
         config = self.config(run, seed)
         folder = config.run_dir
         if folder in self.done:
             return self.done[folder]
         state = self.state(config)
-        if self.args.report and state != "done":
+        if state != "done" and (self.args.report or not self.selected(run)):
             return None
         self.counter += 1
         label = f"[{self.counter}] {run.dataset} {run.name} seed {seed} ({folder})"
@@ -672,9 +679,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="write the table from the finished runs only, train nothing (others show as not finished)",
     )
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        metavar="RUN",
+        help="train only these runs, by the name --list shows, optionally as <dataset>/<name> "
+        "(e.g. vmf:40 caltech101/vmf:9); the table shows the others only when finished. Two "
+        "processes with different --only train side by side",
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     add_data_dir_argument(parser)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.only:
+        tables = TABLES if args.table == "all" else (args.table,)
+        runs = {row.run for name in tables for row in build_table(name, "full").rows}
+        known = {run.name for run in runs} | {f"{run.dataset}/{run.name}" for run in runs}
+        unknown = [name for name in args.only if name not in known]
+        if unknown:
+            parser.error(
+                f"--only: no run named {', '.join(map(repr, unknown))} in {args.table}; "
+                f"choose from: {', '.join(sorted(known))}"
+            )
+    return args
 
 
 if __name__ == "__main__":

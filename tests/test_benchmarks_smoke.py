@@ -167,6 +167,24 @@ def test_reproduce_report_tabulates_finished_runs_only(tmp_path):
     assert "not finished" not in report.stdout
 
 
+def test_reproduce_only_trains_the_named_runs(tmp_path):
+    flags = ("--smoke", "--threads", "1", "--no-progress", "--out", str(tmp_path))
+    result = _run_script(
+        REPRODUCE, "product", *flags, "--only", "vmf:40", "caltech101/vmf:9", cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stderr.count("training ...") == 2
+    rows = json.loads((tmp_path / "smoke" / "tables" / "product.json").read_text("utf-8"))
+    trained = {(row["dataset"], row["latent"]) for row in rows if not row["unfinished"]}
+    assert trained == {("static_mnist", "vmf:40"), ("caltech101", "vmf:9")}
+    assert result.stdout.count("0/1 (not finished)") == TABLES["product"] - 2
+    # a name that is not in the table is refused before anything trains, with the valid names
+    wrong = _run_script(REPRODUCE, "product", *flags, "--only", "vmf:41", cwd=tmp_path)
+    assert wrong.returncode == 2
+    assert "no run named 'vmf:41'" in wrong.stderr
+    assert "static_mnist/vmf:9,9,9,10" in wrong.stderr
+
+
 def test_reproduce_list_trains_nothing(tmp_path):
     result = _run_script(
         REPRODUCE, "product", "--smoke", "--list", "--out", str(tmp_path), cwd=tmp_path
