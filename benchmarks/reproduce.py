@@ -52,7 +52,11 @@ not stated in the issue; ours is marked as our choice in the table.
 early stopping on the validation ELBO (look-ahead 50 epochs), the best-validation parameters
 evaluated on every test point with 500 importance samples, no KL warm-up (``--kl-warmup`` adds one).
 The MLP, the early stopping and the 500 samples are the papers'; batch size, learning rate, the
-epoch cap and the absence of a warm-up are the library's defaults, not checked against each paper. ``--quick`` trains each model for 2
+epoch cap and the absence of a warm-up are the library's defaults, not checked against each paper
+(the papers' PDFs could not be read here). Second-hand and unverified: the product-space paper's
+public code defaults to Adam 1e-3, batch 100, a 100-epoch linear KL warm-up and a look-ahead of 50;
+a third-party notebook quotes the S-VAE paper's appendix as batch 64, a 100-epoch warm-up, 500
+epochs at most and 10 runs; ``docs/results.md`` lists the sources. ``--quick`` trains each model for 2
 epochs of 30 minibatches and evaluates a fixed random subset of 1000 test points (seed 12345, the
 same for every run) with 100 samples (``all``: 30 runs,
 3.5 minutes on the shared 2-core machine at load 5-7): it checks the pipeline, its numbers say nothing
