@@ -50,7 +50,8 @@ not stated in the issue; ours is marked as our choice in the table.
 
 **Modes.** Full mode (default): MLP 784-256-128, Adam (lr 1e-3), batch 100, up to 1000 epochs with
 early stopping on the validation ELBO (look-ahead 50 epochs), the best-validation parameters
-evaluated on every test point with 500 importance samples, no KL warm-up (``--kl-warmup`` adds one).
+evaluated on every test point with 500 importance samples, no KL warm-up (``--kl-warmup`` adds one;
+``--batch-size`` changes the minibatch; runs with either get their own folders and tables).
 The MLP, the early stopping and the 500 samples are the papers'; batch size, learning rate, the
 epoch cap and the absence of a warm-up are the library's defaults, not checked against each paper
 (the papers' PDFs could not be read here). Second-hand and unverified: the product-space paper's
@@ -98,6 +99,9 @@ from pyro_svae.data import add_data_dir_argument, load_splits
 from pyro_svae.latent_spec import parse_latent_spec
 from pyro_svae.train import TrainConfig, Trainer
 from pyro_svae.train.evaluation import SUBSET_SEED
+
+#: TrainConfig's minibatch size, the full mode's unless ``--batch-size`` says otherwise
+DEFAULT_BATCH_SIZE: int = TrainConfig.batch_size
 
 TABLES = ("table1", "table2", "product", "power-spherical", "delta-vae", "flows")
 
@@ -396,7 +400,7 @@ class Runner:
         self.done: dict[Path, dict[str, Any] | str] = {}
         self.counter = 0
         #: settings given on the command line that change the runs get their own folders
-        self.suffix = f"warmup {args.kl_warmup:g}" if args.kl_warmup else ""
+        self.suffix = _settings_suffix(args.batch_size, args.kl_warmup)
 
     def config(self, run: Run, seed: int) -> TrainConfig:
         a = self.args
@@ -406,6 +410,7 @@ class Runner:
             latent=run.latent,
             seed=seed,
             kl_warmup=a.kl_warmup,
+            batch_size=a.batch_size,
             threads=a.threads,
             device=a.device,
             data_dir=str(a.data_dir) if a.data_dir else None,
@@ -507,12 +512,31 @@ def _fmt(value: float | None, spread: float | None = None, digits: int = 2) -> s
     return text
 
 
-def _protocol(mode: str, seeds: Sequence[int]) -> str:
+def _settings_suffix(batch_size: int, kl_warmup: float) -> str:
+    """The folder suffix of runs whose command-line settings differ from the defaults ("" if none):
+    runs with another batch size or warm-up never share a folder with the default ones."""
+    parts = []
+    if batch_size != DEFAULT_BATCH_SIZE:
+        parts.append(f"batch {batch_size}")
+    if kl_warmup:
+        parts.append(f"warmup {kl_warmup:g}")
+    return " ".join(parts)
+
+
+def _protocol(
+    mode: str,
+    seeds: Sequence[int],
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    kl_warmup: float = 0.0,
+) -> str:
     """One line describing the mode's training and evaluation budget."""
     m = MODES[mode]
     text = f"mode `{mode}`: up to {m['epochs']} epoch{'s' if m['epochs'] != 1 else ''}"
     if m["max_train_batches"]:
-        text += f" of at most {m['max_train_batches']} minibatches of 100"
+        text += f" of at most {m['max_train_batches']} minibatches"
+    text += f"; batch {batch_size}, " + (
+        f"a linear KL warm-up over {kl_warmup:g} epochs" if kl_warmup else "no KL warm-up"
+    )
     if m["look_ahead"]:
         text += (
             f", early stopping on the validation ELBO with a look-ahead of {m['look_ahead']} epochs"
@@ -531,6 +555,9 @@ def render(
     results: list[list[dict[str, Any] | str | None]],
     mode: str,
     seeds: Sequence[int],
+    *,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    kl_warmup: float = 0.0,
 ) -> tuple[str, list[dict]]:
     """The markdown of ``table`` given each row's per-seed results (a summary, an error message, or
     ``None`` for a run ``--report`` found unfinished), and the raw rows."""
@@ -588,7 +615,7 @@ def render(
         record["run_dirs"] = [s["run_dir"] for s in ok]
         raw.append(record)
         lines.append("| " + " | ".join(cells) + " |")
-    protocol = _protocol(mode, seeds)
+    protocol = _protocol(mode, seeds, batch_size, kl_warmup)
     text = [f"## {table.title}", "", protocol + ".", "", *lines, "", f"Published: {table.source}."]
     if mode != "full":
         text.append(
@@ -616,11 +643,14 @@ def run_table(name: str, runner: Runner, args: argparse.Namespace) -> str:
                 )
         return ""
     results = [[runner.get(row.run, seed) for seed in args.seeds] for row in table.rows]
-    markdown, raw = render(table, results, args.mode, args.seeds)
+    markdown, raw = render(
+        table, results, args.mode, args.seeds, batch_size=args.batch_size, kl_warmup=args.kl_warmup
+    )
     folder = Path(args.out) / args.mode / "tables"
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"{name}.md").write_text(markdown + "\n", encoding="utf-8")
-    (folder / f"{name}.json").write_text(json.dumps(raw, indent=2) + "\n", encoding="utf-8")
+    stem = f"{name}_{_slug(runner.suffix)}" if runner.suffix else name
+    (folder / f"{stem}.md").write_text(markdown + "\n", encoding="utf-8")
+    (folder / f"{stem}.json").write_text(json.dumps(raw, indent=2) + "\n", encoding="utf-8")
     print(markdown)
     print(flush=True)
     return markdown
@@ -676,6 +706,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--kl-warmup", type=float, default=0.0, help="KL warm-up in epochs (default: 0)"
     )
     parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=DEFAULT_BATCH_SIZE,
+        help=f"training minibatch size (default: {DEFAULT_BATCH_SIZE}); runs with another size "
+        "or with a warm-up get their own folders",
+    )
+    parser.add_argument(
         "--list", action="store_true", help="show each run's folder and state, train nothing"
     )
     parser.add_argument(
@@ -694,6 +731,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     add_data_dir_argument(parser)
     args = parser.parse_args(argv)
+    if args.batch_size < 1:
+        parser.error(f"--batch-size must be a positive integer, got {args.batch_size}")
+    if args.kl_warmup < 0:
+        parser.error(f"--kl-warmup must be 0 or more epochs, got {args.kl_warmup:g}")
     if args.only:
         tables = TABLES if args.table == "all" else (args.table,)
         runs = {row.run for name in tables for row in build_table(name, "full").rows}

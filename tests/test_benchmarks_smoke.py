@@ -218,10 +218,50 @@ def test_committed_full_runs_are_still_recognised_as_finished(tmp_path):
     assert summaries, f"no committed full-mode summaries under {committed / 'full'}"
     out = tmp_path / "results"
     shutil.copytree(committed, out)
-    listed = _run_script(REPRODUCE, "all", "--list", "--out", str(out), cwd=tmp_path)
-    assert listed.returncode == 0, listed.stderr[-3000:]
-    done = {
-        line.rsplit(": ", 1)[1] for line in listed.stdout.splitlines() if line.startswith("done ")
-    }
+    # runs trained with --batch-size / --kl-warmup / --seeds are listed under those flags
+    groups: dict[tuple[int, float], set[int]] = {}
+    for summary in summaries:
+        config = json.loads(summary.read_text(encoding="utf-8"))["config"]
+        key = (config["batch_size"], config["kl_warmup"])
+        groups.setdefault(key, set()).add(config["seed"])
+    done = set()
+    for (batch_size, kl_warmup), seeds in groups.items():
+        flags = ["--batch-size", str(batch_size), "--kl-warmup", f"{kl_warmup:g}"]
+        flags += ["--seeds", *map(str, sorted(seeds))]
+        listed = _run_script(REPRODUCE, "all", "--list", "--out", str(out), *flags, cwd=tmp_path)
+        assert listed.returncode == 0, listed.stderr[-3000:]
+        done |= {
+            line.rsplit(": ", 1)[1]
+            for line in listed.stdout.splitlines()
+            if line.startswith("done ")
+        }
     for summary in summaries:
         assert str(out / summary.parent.relative_to(committed)) in done, summary
+
+
+def test_reproduce_batch_size_and_warmup_get_their_own_folders_and_tables(tmp_path):
+    """A run with a non-default batch size or KL warm-up never reuses (or overwrites) a default run:
+    it trains in its own folder, its table file is named after the settings, and the table's
+    protocol line states them."""
+    flags = ("--smoke", "--threads", "1", "--no-progress", "--out", str(tmp_path))
+    only = ("--only", "caltech101/vmf:9")
+    default = _run_script(REPRODUCE, "product", *flags, *only, cwd=tmp_path)
+    assert default.returncode == 0, default.stderr[-3000:]
+    assert "batch 100, no KL warm-up" in default.stdout
+    changed = _run_script(
+        REPRODUCE, "product", *flags, *only, "--batch-size", "64", "--kl-warmup", "5", cwd=tmp_path
+    )
+    assert changed.returncode == 0, changed.stderr[-3000:]
+    assert changed.stderr.count("training ...") == 1  # not reused from the default run
+    assert "batch 64, a linear KL warm-up over 5 epochs" in changed.stdout
+    tables = tmp_path / "smoke" / "tables"
+    assert "batch 100" in (tables / "product.md").read_text(encoding="utf-8")
+    assert "batch 64" in (tables / "product_batch_64_warmup_5.md").read_text(encoding="utf-8")
+    summary = (
+        tmp_path / "smoke" / "caltech101" / "vmf_9_batch_64_warmup_5" / "seed0" / "summary.json"
+    )
+    config = json.loads(summary.read_text(encoding="utf-8"))["config"]
+    assert (config["batch_size"], config["kl_warmup"]) == (64, 5.0)
+    bad = _run_script(REPRODUCE, "product", *flags, "--batch-size", "0", cwd=tmp_path)
+    assert bad.returncode == 2
+    assert "--batch-size must be a positive integer, got 0" in bad.stderr
