@@ -453,6 +453,13 @@ def _format_results(summary: dict[str, Any]) -> str:
         f"  RE     {num(test['reconstruction']):>10}  (E_q log p(x|z))",
         f"  KL     {num(test['kl']):>10}",
     ]
+    spheres = [
+        f"{e['group']}: {', '.join(f'{kl:.2f}' for kl in e['kl'])}"
+        for e in summary.get("kl_per_factor") or []
+        if e["family"] != "normal" and e["kl"] is not None
+    ]
+    if spheres:
+        lines.append(f"  KL per sphere factor  {'; '.join(spheres)}")
     if summary["knn"]:
         knn = "  ".join(f"{n}: {acc:.3f}" for n, acc in summary["knn"].items())
         lines.append(f"  k-NN   {knn}  (labelled points: accuracy)")

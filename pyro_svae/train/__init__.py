@@ -6,7 +6,10 @@
 The same from the shell: ``python -m pyro_svae train --latent vmf:4,4 --epochs 10 --out runs/a``.
 A run folder holds ``checkpoint.pt`` (latest state, for ``resume``), ``best.pt`` (best validation
 parameters), ``metrics.jsonl`` / ``metrics.csv`` (one row per epoch), ``config.json`` and
-``summary.json``.
+``summary.json``. The summary holds the test metrics, the k-NN accuracies and ``kl_per_factor``,
+the test KL split by sphere factor (and by Gaussian dimension); a sphere factor whose KL stayed
+below half a nat (its posterior collapsed onto the prior) is listed in ``unused_sphere_factors``
+and named in a warning at the end of the run.
 """
 
 from .checkpoint import atomic_write, load_checkpoint, save_checkpoint

@@ -4,20 +4,25 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 
+import pyro.distributions as dist
 import torch
 from torch import Tensor
+from torch.distributions import kl_divergence
 
 from pyro_svae.data import ImageData
 from pyro_svae.infer import evaluate, knn_accuracy
 from pyro_svae.models.vae import VAE
 
 __all__ = [
+    "UNUSED_FACTOR_KL",
     "eval_batches",
     "eval_indices",
+    "factor_kl",
     "feature_metrics",
     "knn_scores",
     "posterior_features",
     "score",
+    "unused_sphere_factors",
 ]
 
 
@@ -83,6 +88,62 @@ def posterior_features(
         for x in eval_batches(data, batch_size, limit=limit, seed=seed)
     ]
     return [torch.cat(factor) for factor in zip(*parts, strict=True)]
+
+
+#: a sphere factor whose mean KL to the prior is below this many nats per data point carries almost
+#: no information about the data (its posterior has collapsed onto the prior)
+UNUSED_FACTOR_KL = 0.5
+
+
+@torch.no_grad()
+def factor_kl(
+    vae: VAE, data: ImageData, *, batch_size: int, limit: int | None = None, seed: int = 0
+) -> list[dict]:
+    """Mean KL(q(z|x) ‖ p(z)) of every latent factor, in nats per data point, on the points of
+    :func:`eval_indices`: one entry per latent group, ``{"group", "family", "kl"}``, where ``kl``
+    lists one value per sphere factor (``S^4 × S^4`` gives two) or per dimension of a diagonal
+    Gaussian (one value for a full-covariance group). A group with a flow posterior has no analytic
+    KL and gets ``"kl": None``. The values of a group add up to its part of the ELBO's KL term.
+    """
+    totals: list[Tensor | None] = [None] * len(vae.groups)
+    count = 0
+    for x in eval_batches(data, batch_size, limit=limit, seed=seed):
+        count += x.shape[0]
+        for index, (group, q) in enumerate(zip(vae.groups, vae.posteriors(x), strict=True)):
+            if isinstance(q, dist.TransformedDistribution):
+                continue
+            if group.family == "normal" and isinstance(q, dist.Independent):
+                q = q.base_dist  # per dimension: batch (n, d)
+                kl = kl_divergence(q, dist.Normal(torch.zeros_like(q.loc), 1.0))
+            else:  # spheres: batch (count, n) or (n,); full-covariance Gaussian: (n,)
+                kl = kl_divergence(q, vae._prior(group, x))
+                kl = kl.transpose(0, 1) if kl.dim() == 2 else kl.unsqueeze(-1)
+            part = kl.sum(0)
+            totals[index] = part if totals[index] is None else totals[index] + part
+    return [
+        {
+            "group": " × ".join([group.manifold] * group.count),
+            "family": group.family,
+            "kl": None if total is None else (total / count).tolist(),
+        }
+        for group, total in zip(vae.groups, totals, strict=True)
+    ]
+
+
+def unused_sphere_factors(
+    kl_per_factor: Sequence[dict], threshold: float = UNUSED_FACTOR_KL
+) -> list[str]:
+    """The sphere factors of :func:`factor_kl`'s result whose mean KL is below ``threshold`` nats,
+    described as ``"factor 1 of S^4 × S^4 (KL 0.31 nats)"``. Gaussian dimensions are not judged
+    (unused ones are common and harmless there) and neither are flow groups (no KL value)."""
+    unused = []
+    for entry in kl_per_factor:
+        if entry["family"] == "normal" or entry["kl"] is None:
+            continue
+        for i, kl in enumerate(entry["kl"]):
+            if kl < threshold:
+                unused.append(f"factor {i + 1} of {entry['group']} (KL {kl:.2f} nats)")
+    return unused
 
 
 def feature_metrics(vae: VAE) -> list[str]:

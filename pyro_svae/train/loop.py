@@ -54,7 +54,13 @@ from .distributed import (
     sharded_score,
     teardown,
 )
-from .evaluation import knn_scores, score
+from .evaluation import (
+    UNUSED_FACTOR_KL,
+    factor_kl,
+    knn_scores,
+    score,
+    unused_sphere_factors,
+)
 from .guard import GuardedSVI, NonFiniteLossError, TrainingDivergedError
 from .optim import FusedAdam
 from .summary import RunPaths, environment, write_metrics, write_summary
@@ -592,6 +598,24 @@ class Trainer:
                 seed=cfg.seed,
             )
         )
+        kl_per_factor = self._on_main(
+            lambda: factor_kl(
+                self.vae,
+                test,
+                batch_size=cfg.eval_batch_size,
+                limit=cfg.max_eval_points,
+                seed=_TEST_SEED,
+            )
+        )
+        unused = unused_sphere_factors(kl_per_factor or [])
+        if unused and self.is_main:
+            print(
+                f"warning: {len(unused)} latent sphere factor(s) carry almost no information "
+                f"(mean KL to the prior below {UNUSED_FACTOR_KL} nats on the test set): "
+                f"{'; '.join(unused)}. Their posteriors collapsed onto the prior during training; "
+                "a KL warm-up (--kl-warmup) or another seed may keep them in use.",
+                file=sys.stderr,
+            )
         summary = {
             "config": cfg.to_dict(),
             "run_dir": str(self.paths.root),
@@ -613,6 +637,8 @@ class Trainer:
             "nan_recoveries": self.recoveries,
             "test": {**metrics, "ll_samples": cfg.ll_samples},
             "knn": knn,
+            "kl_per_factor": kl_per_factor,
+            "unused_sphere_factors": unused,
             "train_seconds": sum(row["seconds"] for row in self.history),
             "seconds_per_epoch": (
                 sum(row["seconds"] for row in self.history) / len(self.history)

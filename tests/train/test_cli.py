@@ -129,7 +129,15 @@ def test_end_to_end_then_resume(tmp_path, capsys):
     env = {**os.environ, "PYRO_SVAE_DATA": str(default_data_root())}
     done = subprocess.run(command + tiny, capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr
-    for word in ("LL", "ELBO", "RE", "KL", "k-NN", "summary.json"):
+    for word in (
+        "LL",
+        "ELBO",
+        "RE",
+        "KL",
+        "k-NN",
+        "summary.json",
+        "KL per sphere factor  S^2 × S^2: ",
+    ):
         assert word in done.stdout, word
     summary = json.loads((out / "summary.json").read_text())
     assert summary["config"]["latent"] == "vmf:2,2"

@@ -85,6 +85,12 @@ def test_smoke_run_writes_every_file(straight_run):
         "120",
     }  # 1000 labelled points capped at the 120 available
     assert {"torch", "pyro", "device"} <= summary["environment"].keys()
+    # the test KL split over the two S^2 factors of vmf:2,2
+    (entry,) = summary["kl_per_factor"]
+    assert entry["group"] == "S^2 × S^2"
+    assert len(entry["kl"]) == 2
+    assert sum(entry["kl"]) == pytest.approx(summary["test"]["kl"], rel=1e-4, abs=1e-4)
+    assert isinstance(summary["unused_sphere_factors"], list)
     assert summary["steps"] == 2 * STEPS_PER_EPOCH
     assert summary["epochs_trained"] == 2
 
