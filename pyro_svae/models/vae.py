@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from pyro.params import param_with_module_name
 from torch import Tensor, nn
+from torch.distributions import kl_divergence
 
 from pyro_svae.distributions import (
     DiscretizedLogistic,
@@ -334,6 +335,23 @@ class VAE(nn.Module):
             else:
                 feats.append(fn.loc)
         return feats
+
+    @torch.no_grad()
+    def kl_per_factor(self, x: Tensor) -> list[Tensor | None]:
+        """Per latent group, KL(q(z|x) ‖ p(z)) of each factor, shape ``(N, k)``: ``k`` sphere
+        factors, the ``d`` dimensions of a diagonal Gaussian, or 1 for a full-covariance one.
+        ``None`` for a group with a flow posterior (no analytic KL). A row sums to the ELBO's KL."""
+        out: list[Tensor | None] = []
+        for group, q in zip(self.groups, self.posteriors(x), strict=True):
+            if isinstance(q, dist.TransformedDistribution):
+                out.append(None)
+            elif group.family == "normal" and isinstance(q, dist.Independent):
+                base = q.base_dist
+                out.append(kl_divergence(base, dist.Normal(torch.zeros_like(base.loc), 1.0)))
+            else:  # spheres: (count, N) under the factor plate, or (N,); full covariance: (N,)
+                kl = kl_divergence(q, self._prior(group, x))
+                out.append(kl.transpose(0, 1) if kl.dim() == 2 else kl.unsqueeze(-1))
+        return out
 
     @torch.no_grad()
     def reconstruct(self, x: Tensor) -> Tensor:

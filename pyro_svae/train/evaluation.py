@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 
-import pyro.distributions as dist
 import torch
 from torch import Tensor
-from torch.distributions import kl_divergence
 
 from pyro_svae.data import ImageData
 from pyro_svae.infer import evaluate, knn_accuracy
@@ -99,27 +97,18 @@ UNUSED_FACTOR_KL = 0.5
 def factor_kl(
     vae: VAE, data: ImageData, *, batch_size: int, limit: int | None = None, seed: int = 0
 ) -> list[dict]:
-    """Mean KL(q(z|x) ‖ p(z)) of every latent factor, in nats per data point, on the points of
-    :func:`eval_indices`: one entry per latent group, ``{"group", "family", "kl"}``, where ``kl``
-    lists one value per sphere factor (``S^4 × S^4`` gives two) or per dimension of a diagonal
-    Gaussian (one value for a full-covariance group). A group with a flow posterior has no analytic
-    KL and gets ``"kl": None``. The values of a group add up to its part of the ELBO's KL term.
-    """
+    """Mean KL(q(z|x) ‖ p(z)) of every latent factor (:meth:`VAE.kl_per_factor`), in nats per data
+    point, on the points of :func:`eval_indices`: one entry per latent group,
+    ``{"group", "family", "kl"}``, where ``kl`` lists one value per sphere factor (``S^4 × S^4``
+    gives two) or per dimension of a diagonal Gaussian (one value for a full-covariance group), or
+    is ``None`` for a flow posterior. The values of a group add up to its part of the ELBO's KL."""
     totals: list[Tensor | None] = [None] * len(vae.groups)
     count = 0
     for x in eval_batches(data, batch_size, limit=limit, seed=seed):
         count += x.shape[0]
-        for index, (group, q) in enumerate(zip(vae.groups, vae.posteriors(x), strict=True)):
-            if isinstance(q, dist.TransformedDistribution):
-                continue
-            if group.family == "normal" and isinstance(q, dist.Independent):
-                q = q.base_dist  # per dimension: batch (n, d)
-                kl = kl_divergence(q, dist.Normal(torch.zeros_like(q.loc), 1.0))
-            else:  # spheres: batch (count, n) or (n,); full-covariance Gaussian: (n,)
-                kl = kl_divergence(q, vae._prior(group, x))
-                kl = kl.transpose(0, 1) if kl.dim() == 2 else kl.unsqueeze(-1)
-            part = kl.sum(0)
-            totals[index] = part if totals[index] is None else totals[index] + part
+        for index, kl in enumerate(vae.kl_per_factor(x)):
+            if kl is not None:
+                totals[index] = kl.sum(0) if totals[index] is None else totals[index] + kl.sum(0)
     return [
         {
             "group": " × ".join([group.manifold] * group.count),

@@ -607,7 +607,7 @@ class Trainer:
                 seed=_TEST_SEED,
             )
         )
-        unused = unused_sphere_factors(kl_per_factor or [])
+        unused = unused_sphere_factors(kl_per_factor)
         if unused and self.is_main:
             print(
                 f"warning: {len(unused)} latent sphere factor(s) carry almost no information "

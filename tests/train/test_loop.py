@@ -16,6 +16,7 @@ from pyro_svae.train import (
     load_checkpoint,
     train,
 )
+from pyro_svae.train.evaluation import unused_sphere_factors
 
 from .conftest import STEPS_PER_EPOCH, tiny_config
 
@@ -90,7 +91,7 @@ def test_smoke_run_writes_every_file(straight_run):
     assert entry["group"] == "S^2 × S^2"
     assert len(entry["kl"]) == 2
     assert sum(entry["kl"]) == pytest.approx(summary["test"]["kl"], rel=1e-4, abs=1e-4)
-    assert isinstance(summary["unused_sphere_factors"], list)
+    assert summary["unused_sphere_factors"] == unused_sphere_factors(summary["kl_per_factor"])
     assert summary["steps"] == 2 * STEPS_PER_EPOCH
     assert summary["epochs_trained"] == 2
 
