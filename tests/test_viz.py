@@ -102,6 +102,27 @@ def test_save_training_curves(tmp_path):
         save_training_curves(tmp_path / "empty.jsonl", tmp_path / "x.png")
 
 
+def test_training_curves_draw_a_group_of_keys_in_one_panel(tmp_path, monkeypatch):
+    import pyro_svae.viz.curves as curves
+
+    figures = []
+    monkeypatch.setattr(curves, "save_figure", lambda fig, path: figures.append(fig) or path)
+    metrics = tmp_path / "metrics.jsonl"
+    rows = [
+        {"epoch": e, "val_kl": 3.0, "val_kl_factor_1": 1.0, "val_kl_factor_2": 2.0} for e in (1, 2)
+    ]
+    metrics.write_text("\n".join(json.dumps(r) for r in rows))
+    save_training_curves(
+        metrics, tmp_path / "c.png", keys=["val_kl", ("val_kl_factor_1", "val_kl_factor_2")]
+    )
+    single, grouped = figures[0].axes
+    assert single.get_ylabel() == "val_kl"
+    assert single.get_legend() is None
+    assert [line.get_ydata().tolist() for line in grouped.get_lines()] == [[1.0, 1.0], [2.0, 2.0]]
+    legend = [t.get_text() for t in grouped.get_legend().get_texts()]
+    assert legend == ["val_kl_factor_1", "val_kl_factor_2"]
+
+
 # -------------------------------------------------------------------------------------------------
 # slerp and factor-wise interpolation
 

@@ -9,7 +9,10 @@ parameters), ``metrics.jsonl`` / ``metrics.csv`` (one row per epoch), ``config.j
 ``summary.json``. The summary holds the test metrics, the k-NN accuracies and ``kl_per_factor``,
 the test KL split by sphere factor (and by Gaussian dimension); a sphere factor whose KL stayed
 below half a nat (its posterior collapsed onto the prior) is listed in ``unused_sphere_factors``
-and named in a warning at the end of the run.
+and named in a warning at the end of the run. With more than one sphere factor, every epoch also
+logs the validation KL of each factor (``val_kl_factor_1``, ... in the metrics, shown on the epoch
+line and drawn together in one panel of the training curves), so a collapse can be seen, and the
+run stopped, while it happens; this costs one extra encoder pass over the validation split.
 """
 
 from .checkpoint import atomic_write, load_checkpoint, save_checkpoint

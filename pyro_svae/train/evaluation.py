@@ -20,6 +20,8 @@ __all__ = [
     "knn_scores",
     "posterior_features",
     "score",
+    "sphere_factor_count",
+    "sphere_factor_kls",
     "unused_sphere_factors",
 ]
 
@@ -116,6 +118,28 @@ def factor_kl(
             "kl": None if total is None else (total / count).tolist(),
         }
         for group, total in zip(vae.groups, totals, strict=True)
+    ]
+
+
+def sphere_factor_count(vae: VAE) -> int:
+    """How many sphere factors with an analytic KL the latent space has (``S^2 × S^2 × S^3``: 3;
+    flow groups and Gaussian groups are not counted)."""
+    flows = getattr(vae, "flows", None) or {}
+    return sum(
+        group.count
+        for index, group in enumerate(vae.groups)
+        if group.family != "normal" and str(index) not in flows
+    )
+
+
+def sphere_factor_kls(kl_per_factor: Sequence[dict]) -> list[float]:
+    """The mean KL of every sphere factor in :func:`factor_kl`'s result, in latent-space order
+    (``S^2 × S^2 + S^3`` gives three values); Gaussian and flow groups are left out."""
+    return [
+        kl
+        for entry in kl_per_factor
+        if entry["family"] != "normal" and entry["kl"] is not None
+        for kl in entry["kl"]
     ]
 
 

@@ -59,6 +59,8 @@ from .evaluation import (
     factor_kl,
     knn_scores,
     score,
+    sphere_factor_count,
+    sphere_factor_kls,
     unused_sphere_factors,
 )
 from .guard import GuardedSVI, NonFiniteLossError, TrainingDivergedError
@@ -199,6 +201,9 @@ class Trainer:
                 params=self.vae.parameters,
             )
         self.generator = torch.Generator().manual_seed(config.seed)
+        # with several sphere factors, each epoch logs the validation KL of every one, so a factor
+        # collapsing onto the prior shows while the run goes on (``val_kl_factor_<i>`` columns)
+        self.tracks_factor_kl = sphere_factor_count(self.vae) > 1
 
         self.epoch = 0  # completed epochs
         self.history: list[dict[str, Any]] = []
@@ -495,6 +500,7 @@ class Trainer:
             limit=cfg.max_eval_points,
             seed=_VALID_SEED,
         )
+        factor_kls = self._validation_factor_kls() if self.tracks_factor_kl else []
         self.vae.train()
         self.epoch = epoch
         improved = val["elbo"] > self.best_val_elbo
@@ -514,6 +520,7 @@ class Trainer:
             "val_elbo": val["elbo"],
             "val_reconstruction": val["reconstruction"],
             "val_kl": val["kl"],
+            **{f"val_kl_factor_{i}": kl for i, kl in enumerate(factor_kls, start=1)},
             "best_epoch": self.best_epoch,
             "lr": self.lr,
             "kl_weight": self.elbo.kl_weight(),
@@ -527,6 +534,20 @@ class Trainer:
         self._report(row)
         return row
 
+    def _validation_factor_kls(self) -> list[float]:
+        """Mean validation KL of every sphere factor (see :func:`sphere_factor_kls`)."""
+        cfg = self.config
+        entries = self._on_main(
+            lambda: factor_kl(
+                self.vae,
+                self.data["valid"],
+                batch_size=cfg.eval_batch_size,
+                limit=cfg.max_eval_points,
+                seed=_VALID_SEED,
+            )
+        )
+        return sphere_factor_kls(entries)
+
     def _report(self, row: dict[str, Any]) -> None:
         if not self.is_main:
             return
@@ -535,6 +556,9 @@ class Trainer:
             f"  (best {self.best_val_elbo:.3f} @ {self.best_epoch})  KL {row['train_kl']:7.3f}"
             f"  lr {row['lr']:.2g}  {row['seconds']:.1f}s"
         )
+        factor_kls = [v for k, v in row.items() if k.startswith("val_kl_factor_")]
+        if factor_kls:
+            msg += "  val KL per factor " + " ".join(f"{kl:.2f}" for kl in factor_kls)
         if self.stopped_early:
             msg += f"  -> early stop: no improvement for {self.bad_epochs} epochs"
         if self.config.progress:

@@ -106,10 +106,15 @@ CURVE_KEYS = ("train_loss", "val_elbo", "train_kl", "val_kl")
 def save_run_plots(trainer: Trainer, num_images: int = 64, **kwargs: Any) -> dict[str, Path]:
     """After ``trainer.run()``: every plot that applies to its latent space, on its test split, in
     its run folder (see :func:`pyro_svae.viz.save_all_plots`, which takes ``kwargs``); latent plots
-    show at most ``max_eval_points`` (and 1000) test points."""
+    show at most ``max_eval_points`` (and 1000) test points. With several sphere factors the
+    training curves get one more panel: the validation KL of each factor."""
     from pyro_svae.viz import save_all_plots
 
-    kwargs.setdefault("curve_keys", CURVE_KEYS)
+    factor_keys = sorted(
+        {key for row in trainer.history for key in row if key.startswith("val_kl_factor_")},
+        key=lambda key: int(key.rsplit("_", 1)[1]),  # factor 10 after factor 9
+    )
+    kwargs.setdefault("curve_keys", [*CURVE_KEYS, *([factor_keys] if factor_keys else [])])
     kwargs.setdefault("seed", trainer.config.seed)
     kwargs.setdefault("num_points", min(1000, trainer.config.max_eval_points or 1000))
     return save_all_plots(

@@ -15,6 +15,8 @@ from pyro_svae.train.evaluation import (
     UNUSED_FACTOR_KL,
     factor_kl,
     score,
+    sphere_factor_count,
+    sphere_factor_kls,
     unused_sphere_factors,
 )
 
@@ -93,3 +95,59 @@ def test_training_warns_about_unused_sphere_factors(toy_data, tmp_path, monkeypa
     assert "warning: 2 latent sphere factor(s) carry almost no information" in err
     assert "factor 1 of S^2 × S^2" in err
     assert "--kl-warmup" in err
+
+
+def test_sphere_factors_are_counted_and_listed_in_latent_space_order():
+    assert sphere_factor_count(VAE("vmf:2,2+normal:3+ps:3", 16, hidden=(8,))) == 3
+    assert sphere_factor_count(VAE("vmf:4", 16, hidden=(8,))) == 1
+    assert sphere_factor_count(VAE("normal:5", 16, hidden=(8,))) == 0
+    # a flow posterior has no analytic KL, so its factors cannot be tracked
+    assert sphere_factor_count(FlowVAE("vmf:2,2", 16, hidden=(8,), flow="householder:2")) == 0
+    entries = [
+        {"group": "S^2 × S^2", "family": "vmf", "kl": [1.0, 2.0]},
+        {"group": "R^2", "family": "normal", "kl": [5.0, 6.0]},
+        {"group": "S^3", "family": "ps", "kl": [3.0]},
+        {"group": "S^4", "family": "vmf", "kl": None},
+    ]
+    assert sphere_factor_kls(entries) == [1.0, 2.0, 3.0]
+
+
+def test_every_epoch_logs_the_validation_kl_of_each_sphere_factor(toy_data, tmp_path, caplog):
+    """With several sphere factors each metrics row has ``val_kl_factor_<i>`` (adding up to
+    ``val_kl``) and the epoch line shows them, so a collapse is visible during the run."""
+    import csv
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="pyro_svae.train"):
+        summary = train(tiny_config(tmp_path / "product", epochs=2), datasets=toy_data)
+    with open(summary["files"]["metrics_csv"]) as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2
+    for row in rows:
+        factors = [float(row["val_kl_factor_1"]), float(row["val_kl_factor_2"])]
+        assert all(kl > 0 for kl in factors)
+        assert sum(factors) == pytest.approx(float(row["val_kl"]), rel=1e-4)
+    assert "val_kl_factor_3" not in rows[0]
+    assert list(rows[0]).index("val_kl_factor_1") == list(rows[0]).index("val_kl") + 1
+    lines = [r.getMessage() for r in caplog.records if "val ELBO" in r.getMessage()]
+    assert len(lines) == 2
+    assert all("val KL per factor " in line for line in lines)
+
+    single = train(tiny_config(tmp_path / "single", latent="vmf:4", epochs=1), datasets=toy_data)
+    with open(single["files"]["metrics_csv"]) as f:
+        header = next(csv.reader(f))
+    assert not any(name.startswith("val_kl_factor") for name in header)
+
+
+def test_run_plots_get_a_panel_with_the_kl_of_each_sphere_factor(toy_data, tmp_path, monkeypatch):
+    import pyro_svae.viz as viz
+    from pyro_svae.train import Trainer
+    from pyro_svae.train.report import CURVE_KEYS, save_run_plots
+
+    seen = {}
+    monkeypatch.setattr(viz, "save_all_plots", lambda *args, **kwargs: seen.update(kwargs) or {})
+    trainer = Trainer(tiny_config(tmp_path, latent="vmf:2,2,2", epochs=1), datasets=toy_data)
+    trainer.run()
+    save_run_plots(trainer)
+    factors = ["val_kl_factor_1", "val_kl_factor_2", "val_kl_factor_3"]
+    assert seen["curve_keys"] == [*CURVE_KEYS, factors]
