@@ -101,6 +101,10 @@ class FlowVAE(VAE):
     def flow_type(self) -> str | None:
         return None if self.flow_spec is None else self.flow_spec.flow_type
 
+    def has_flow(self, index: int) -> bool:
+        """Whether latent group ``index`` has a flow posterior."""
+        return str(index) in self.flows
+
     def flow_transforms(self, index: int, h: Tensor) -> list:
         """The transforms of group ``index`` for encoder features ``h`` (empty without a flow)."""
         key = str(index)

@@ -203,6 +203,10 @@ class VAE(nn.Module):
             return dist.Normal(zeros, 1.0).to_event(1)
         return HypersphericalUniform(d, dtype=like.dtype, device=like.device)
 
+    def has_flow(self, index: int) -> bool:
+        """Whether latent group ``index`` has a flow posterior (never, in this class)."""
+        return False
+
     def posteriors(self, x: Tensor) -> list:
         """The guide's distribution of every latent site for data ``x`` (no Pyro side effects)."""
         h = self.encoder(x)

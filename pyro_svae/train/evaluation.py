@@ -12,6 +12,7 @@ from pyro_svae.infer import evaluate, knn_accuracy
 from pyro_svae.models.vae import VAE
 
 __all__ = [
+    "FACTOR_KL_KEY",
     "UNUSED_FACTOR_KL",
     "eval_batches",
     "eval_indices",
@@ -121,14 +122,17 @@ def factor_kl(
     ]
 
 
+#: metrics key of the validation KL of sphere factor ``i`` (from 1): ``f"{FACTOR_KL_KEY}{i}"``
+FACTOR_KL_KEY = "val_kl_factor_"
+
+
 def sphere_factor_count(vae: VAE) -> int:
     """How many sphere factors with an analytic KL the latent space has (``S^2 × S^2 × S^3``: 3;
     flow groups and Gaussian groups are not counted)."""
-    flows = getattr(vae, "flows", None) or {}
     return sum(
         group.count
         for index, group in enumerate(vae.groups)
-        if group.family != "normal" and str(index) not in flows
+        if group.family != "normal" and not vae.has_flow(index)
     )
 
 

@@ -55,6 +55,7 @@ from .distributed import (
     teardown,
 )
 from .evaluation import (
+    FACTOR_KL_KEY,
     UNUSED_FACTOR_KL,
     factor_kl,
     knn_scores,
@@ -520,7 +521,7 @@ class Trainer:
             "val_elbo": val["elbo"],
             "val_reconstruction": val["reconstruction"],
             "val_kl": val["kl"],
-            **{f"val_kl_factor_{i}": kl for i, kl in enumerate(factor_kls, start=1)},
+            **{f"{FACTOR_KL_KEY}{i}": kl for i, kl in enumerate(factor_kls, start=1)},
             "best_epoch": self.best_epoch,
             "lr": self.lr,
             "kl_weight": self.elbo.kl_weight(),
@@ -556,7 +557,7 @@ class Trainer:
             f"  (best {self.best_val_elbo:.3f} @ {self.best_epoch})  KL {row['train_kl']:7.3f}"
             f"  lr {row['lr']:.2g}  {row['seconds']:.1f}s"
         )
-        factor_kls = [v for k, v in row.items() if k.startswith("val_kl_factor_")]
+        factor_kls = [v for k, v in row.items() if k.startswith(FACTOR_KL_KEY)]
         if factor_kls:
             msg += "  val KL per factor " + " ".join(f"{kl:.2f}" for kl in factor_kls)
         if self.stopped_early:

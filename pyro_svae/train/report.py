@@ -11,6 +11,7 @@ from typing import Any
 from pyro_svae.data import add_data_dir_argument
 
 from .config import TrainConfig
+from .evaluation import FACTOR_KL_KEY
 from .loop import Trainer
 
 __all__ = [
@@ -110,10 +111,8 @@ def save_run_plots(trainer: Trainer, num_images: int = 64, **kwargs: Any) -> dic
     training curves get one more panel: the validation KL of each factor."""
     from pyro_svae.viz import save_all_plots
 
-    factor_keys = sorted(
-        {key for row in trainer.history for key in row if key.startswith("val_kl_factor_")},
-        key=lambda key: int(key.rsplit("_", 1)[1]),  # factor 10 after factor 9
-    )
+    last = trainer.history[-1] if trainer.history else {}
+    factor_keys = [key for key in last if key.startswith(FACTOR_KL_KEY)]
     kwargs.setdefault("curve_keys", [*CURVE_KEYS, *([factor_keys] if factor_keys else [])])
     kwargs.setdefault("seed", trainer.config.seed)
     kwargs.setdefault("num_points", min(1000, trainer.config.max_eval_points or 1000))
