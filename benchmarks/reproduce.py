@@ -503,10 +503,12 @@ def _metric_value(summary: dict[str, Any], metric: str) -> float | None:
     return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
 
 
-def _fmt(value: float | None, spread: float | None = None, digits: int = 2) -> str:
+def _fmt(
+    value: float | None, spread: float | None = None, digits: int = 2, *, signed: bool = False
+) -> str:
     if value is None:
         return "—"
-    text = f"{value:.{digits}f}".replace("-", "−")
+    text = f"{value:{'+' if signed else ''}.{digits}f}".replace("-", "−")
     if spread is not None:
         text += f" ± {spread:.{digits}f}"
     return text
@@ -602,7 +604,12 @@ def render(
                 paper = row.published.get(metric)
                 cells.append(_fmt(paper, None, digits))
                 cells.append(
-                    _fmt(None if mean is None or paper is None else mean - paper, None, digits)
+                    _fmt(
+                        None if mean is None or paper is None else mean - paper,
+                        None,
+                        digits,
+                        signed=True,
+                    )
                 )
         epochs = ", ".join(f"{s['epochs_trained']} ({s['best_epoch']})" for s in ok) or "—"
         cells.append(epochs)

@@ -239,6 +239,18 @@ def test_committed_full_runs_are_still_recognised_as_finished(tmp_path):
         assert str(out / summary.parent.relative_to(committed)) in done, summary
 
 
+def test_committed_table1_report_signs_the_differences(tmp_path):
+    """The difference column carries its sign both ways: the committed d = 2 N-VAE is above the
+    paper (+), the d = 40 S-VAE below it (−)."""
+    out = tmp_path / "results"
+    shutil.copytree(ROOT / "benchmarks" / "results", out)
+    report = _run_script(REPRODUCE, "table1", "--report", "--out", str(out), cwd=tmp_path)
+    assert report.returncode == 0, report.stderr[-3000:]
+    rows = {tuple(row[:2]): row for row in _table_rows(report.stdout) if row[0] in {"2", "40"}}
+    assert rows[("2", "N-VAE")][5].startswith("+"), rows[("2", "N-VAE")]
+    assert rows[("40", "S-VAE")][5].startswith("−"), rows[("40", "S-VAE")]
+
+
 def test_reproduce_batch_size_and_warmup_get_their_own_folders_and_tables(tmp_path):
     """A run with a non-default batch size or KL warm-up never reuses (or overwrites) a default run:
     it trains in its own folder, its table file is named after the settings, and the table's
