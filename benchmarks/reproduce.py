@@ -603,14 +603,8 @@ def render(
             if metric in table.compared:
                 paper = row.published.get(metric)
                 cells.append(_fmt(paper, None, digits))
-                cells.append(
-                    _fmt(
-                        None if mean is None or paper is None else mean - paper,
-                        None,
-                        digits,
-                        signed=True,
-                    )
-                )
+                difference = None if mean is None or paper is None else mean - paper
+                cells.append(_fmt(difference, digits=digits, signed=True))
         epochs = ", ".join(f"{s['epochs_trained']} ({s['best_epoch']})" for s in ok) or "—"
         cells.append(epochs)
         cells.append(
