@@ -6,6 +6,10 @@ Each ``_kl_<p>_<q>`` returns exactly the broadcast ``batch_shape`` of ``p`` and 
 ``pyro.infer.TraceMeanField_ELBO`` (also through ``.to_event`` and ``pyro.plate``, since every class here
 implements ``expand``).
 
+A Householder-flow posterior (:class:`~pyro_svae.distributions.orthogonal_flow.OrthogonalFlowDistribution`)
+has its base's KL to the uniform and to a zero-mean isotropic Gaussian; to any other Gaussian its KL
+raises ``NotImplementedError``, so that ELBOs fall back to Monte Carlo.
+
 Not registered, because no closed form exists: PS‖PS and vMF‖PS (they need
 :math:`\mathbb{E}_p[\log(1 + \mu_q^\top z)]` for :math:`\mu_q \ne \mu_p`). ELBOs fall back to Monte Carlo.
 """
@@ -14,12 +18,13 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
-from torch.distributions import register_kl
+from torch.distributions import Independent, Normal, kl_divergence, register_kl
 
 from pyro_svae.ops import log_sphere_area, log_vmf_partition, vmf_mean_resultant
 
 from .diffusion import SphericalDiffusion
 from .hyperspherical_uniform import HypersphericalUniform
+from .orthogonal_flow import OrthogonalFlowDistribution
 from .power_spherical import PowerSpherical
 from .von_mises_fisher import VonMisesFisher
 
@@ -88,3 +93,32 @@ def _kl_powerspherical_vmf(p: PowerSpherical, q: VonMisesFisher) -> Tensor:
     mean_p = (kappa_p / (p.dim - 1 + kappa_p)).unsqueeze(-1) * p.loc.to(torch.float64)
     kl = -p._entropy64() - _expected_log_vmf(mean_p, q)
     return _expand(kl.to(p.concentration.dtype), batch_shape)
+
+
+@register_kl(OrthogonalFlowDistribution, HypersphericalUniform)
+def _kl_orthogonalflow_uniform(p: OrthogonalFlowDistribution, q: HypersphericalUniform) -> Tensor:
+    """Reflections preserve the uniform distribution: the KL is the base's."""
+    batch_shape = _check_same_dim(p, q)
+    return _expand(kl_divergence(p.base_dist, q), batch_shape)
+
+
+@register_kl(OrthogonalFlowDistribution, Independent)
+def _kl_orthogonalflow_independent(p: OrthogonalFlowDistribution, q: Independent) -> Tensor:
+    """Reflections preserve a zero-mean isotropic Gaussian ``Normal(0, c).to_event(1)``: the KL is the
+    base's. Checking the prior's values costs one device synchronisation."""
+    prior = q.base_dist
+    if not (
+        isinstance(prior, Normal)
+        and q.reinterpreted_batch_ndims == 1
+        and p.event_shape == q.event_shape == p.base_dist.event_shape
+    ):
+        raise NotImplementedError(
+            "closed-form KL of a Householder flow only to a Normal(0, c).to_event(1) prior"
+        )
+    isotropic = (prior.loc == 0).all() & (prior.scale == prior.scale.reshape(-1)[0]).all()
+    if not bool(isotropic):
+        raise NotImplementedError(
+            "closed-form KL of a Householder flow only to a zero-mean isotropic Gaussian prior"
+        )
+    batch_shape = torch.broadcast_shapes(p.batch_shape, q.batch_shape)
+    return _expand(kl_divergence(p.base_dist, q), batch_shape)

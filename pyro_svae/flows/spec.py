@@ -25,6 +25,10 @@ kind            applies to       transform
 
 The flow type is ``"static"`` (parameters shared by all data points) or ``"amortized"`` (parameters
 produced from the encoder features of each data point).
+
+A group whose flow has only ``householder`` steps keeps its base posterior's closed-form KL
+(:class:`~pyro_svae.distributions.OrthogonalFlowDistribution`); every other flow makes the KL a Monte
+Carlo estimate.
 """
 
 from __future__ import annotations

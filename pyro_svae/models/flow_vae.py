@@ -8,8 +8,10 @@ plates; only the guide's distribution of each latent group changes, from the bas
 .. math:: \log q_K(z_K \mid x) = \log q_0(z_0 \mid x) - \sum_{k=1}^K \log\bigl|\det J_{f_k}(z_{k-1})\bigr|.
 
 The site value is :math:`z_K`, so the model's prior is scored at :math:`z_K` and the decoder gets
-:math:`z_K`. No closed-form KL exists, so :class:`~pyro_svae.infer.AnnealedELBO` falls back to the Monte
-Carlo :math:`\log q_K(z_K) - \log p(z_K)`, and
+:math:`z_K`. In general no closed-form KL exists, so :class:`~pyro_svae.infer.AnnealedELBO` falls back to
+the Monte Carlo :math:`\log q_K(z_K) - \log p(z_K)`. A group whose flow is Householder reflections only
+is an :class:`~pyro_svae.distributions.OrthogonalFlowDistribution`: the reflections preserve the standard
+normal and the uniform priors, so its KL is the base posterior's closed form. In all cases
 :func:`~pyro_svae.infer.importance_log_likelihood` works unchanged.
 
 .. code-block:: python
@@ -29,6 +31,7 @@ import pyro.distributions as dist
 import torch
 from torch import Tensor, nn
 
+from pyro_svae.distributions.orthogonal_flow import OrthogonalFlowDistribution, is_orthogonal_linear
 from pyro_svae.flows import EuclideanFlow, FlowSpec, SphereFlow, parse_flow_spec
 from pyro_svae.flows.sphere import DEFAULT_MIXTURE_COMPONENTS
 from pyro_svae.latent_spec import LatentSpec
@@ -120,7 +123,12 @@ class FlowVAE(VAE):
         for index, (group, head) in enumerate(zip(self.groups, self.heads, strict=True)):
             base = self._posterior(group, *head(h))
             transforms = self.flow_transforms(index, h)
-            out.append(dist.TransformedDistribution(base, transforms) if transforms else base)
+            if not transforms:
+                out.append(base)
+            elif all(is_orthogonal_linear(t) for t in transforms):  # closed-form KL to the prior
+                out.append(OrthogonalFlowDistribution(base, transforms))
+            else:
+                out.append(dist.TransformedDistribution(base, transforms))
         return out
 
     @torch.no_grad()
