@@ -7,7 +7,8 @@ Each ``_kl_<p>_<q>`` returns exactly the broadcast ``batch_shape`` of ``p`` and 
 implements ``expand``).
 
 A Householder-flow posterior (:class:`~pyro_svae.distributions.orthogonal_flow.OrthogonalFlowDistribution`)
-has its base's KL to the uniform and to a zero-mean isotropic Gaussian; to any other Gaussian its KL
+has its base's KL to the uniform and to a zero-mean isotropic Gaussian (``Normal(0, c).to_event(1)`` or
+``MultivariateNormal(0, c² I)``); to any other Gaussian its KL
 raises ``NotImplementedError``, so that ELBOs fall back to Monte Carlo.
 
 Not registered, because no closed form exists: PS‖PS and vMF‖PS (they need
@@ -18,7 +19,13 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
-from torch.distributions import Independent, Normal, kl_divergence, register_kl
+from torch.distributions import (
+    Independent,
+    MultivariateNormal,
+    Normal,
+    kl_divergence,
+    register_kl,
+)
 
 from pyro_svae.ops import log_sphere_area, log_vmf_partition, vmf_mean_resultant
 
@@ -116,6 +123,32 @@ def _kl_orthogonalflow_independent(p: OrthogonalFlowDistribution, q: Independent
             "closed-form KL of a Householder flow only to a Normal(0, c).to_event(1) prior"
         )
     isotropic = (prior.loc == 0).all() & (prior.scale == prior.scale.reshape(-1)[0]).all()
+    if not bool(isotropic):
+        raise NotImplementedError(
+            "closed-form KL of a Householder flow only to a zero-mean isotropic Gaussian prior"
+        )
+    batch_shape = torch.broadcast_shapes(p.batch_shape, q.batch_shape)
+    return _expand(kl_divergence(p.base_dist, q), batch_shape)
+
+
+@register_kl(OrthogonalFlowDistribution, MultivariateNormal)
+def _kl_orthogonalflow_multivariatenormal(
+    p: OrthogonalFlowDistribution, q: MultivariateNormal
+) -> Tensor:
+    """Reflections preserve a zero-mean isotropic ``MultivariateNormal(0, c² I)``: the KL is the
+    base's (a full-covariance Gaussian base, for instance). One device synchronisation."""
+    tril = q.scale_tril
+    if p.event_shape != q.event_shape:
+        raise ValueError(
+            f"KL between distributions of different event shapes: {tuple(p.event_shape)} and "
+            f"{tuple(q.event_shape)}"
+        )
+    diagonal = tril.diagonal(dim1=-2, dim2=-1)
+    isotropic = (
+        (q.loc == 0).all()
+        & (tril == torch.diag_embed(diagonal)).all()
+        & (diagonal == diagonal.reshape(-1)[0]).all()
+    )
     if not bool(isotropic):
         raise NotImplementedError(
             "closed-form KL of a Householder flow only to a zero-mean isotropic Gaussian prior"
