@@ -108,6 +108,12 @@ class FlowVAE(VAE):
         """Whether latent group ``index`` has a flow posterior."""
         return str(index) in self.flows
 
+    def has_closed_form_kl(self, index: int) -> bool:
+        """Whether the KL of latent group ``index`` is in closed form: no flow, or Householder steps
+        only (:class:`~pyro_svae.distributions.OrthogonalFlowDistribution`)."""
+        flow = self.flows[str(index)] if self.has_flow(index) else None
+        return flow is None or all(kind == "householder" for kind in flow.kinds)
+
     def flow_transforms(self, index: int, h: Tensor) -> list:
         """The transforms of group ``index`` for encoder features ``h`` (empty without a flow)."""
         key = str(index)

@@ -38,6 +38,7 @@ from torch.distributions import kl_divergence
 from pyro_svae.distributions import (
     DiscretizedLogistic,
     HypersphericalUniform,
+    OrthogonalFlowDistribution,
     PowerSpherical,
     SphericalDiffusion,
     VonMisesFisher,
@@ -207,6 +208,11 @@ class VAE(nn.Module):
         """Whether latent group ``index`` has a flow posterior (never, in this class)."""
         return False
 
+    def has_closed_form_kl(self, index: int) -> bool:
+        """Whether the KL of latent group ``index`` to its prior is in closed form (always, in this
+        class)."""
+        return True
+
     def posteriors(self, x: Tensor) -> list:
         """The guide's distribution of every latent site for data ``x`` (no Pyro side effects)."""
         h = self.encoder(x)
@@ -343,11 +349,14 @@ class VAE(nn.Module):
     @torch.no_grad()
     def kl_per_factor(self, x: Tensor) -> list[Tensor | None]:
         """Per latent group, KL(q(z|x) ‖ p(z)) of each factor, shape ``(N, k)``: ``k`` sphere
-        factors, the ``d`` dimensions of a diagonal Gaussian, or 1 for a full-covariance one.
-        ``None`` for a group with a flow posterior (no analytic KL). A row sums to the ELBO's KL."""
+        factors, the ``d`` dimensions of a diagonal Gaussian, or 1 for a full-covariance one (and for
+        a Gaussian with a Householder flow). ``None`` for a group whose flow posterior has no
+        closed-form KL (every flow but Householder-only ones). A row sums to the ELBO's KL."""
         out: list[Tensor | None] = []
         for group, q in zip(self.groups, self.posteriors(x), strict=True):
-            if isinstance(q, dist.TransformedDistribution):
+            if isinstance(q, dist.TransformedDistribution) and not isinstance(
+                q, OrthogonalFlowDistribution
+            ):
                 out.append(None)
             elif group.family == "normal" and isinstance(q, dist.Independent):
                 base = q.base_dist

@@ -104,7 +104,8 @@ def factor_kl(
     point, on the points of :func:`eval_indices`: one entry per latent group,
     ``{"group", "family", "kl"}``, where ``kl`` lists one value per sphere factor (``S^4 × S^4``
     gives two) or per dimension of a diagonal Gaussian (one value for a full-covariance group), or
-    is ``None`` for a flow posterior. The values of a group add up to its part of the ELBO's KL."""
+    is ``None`` for a flow posterior without a closed-form KL (every flow but Householder-only
+    ones). The values of a group add up to its part of the ELBO's KL."""
     totals: list[Tensor | None] = [None] * len(vae.groups)
     count = 0
     for x in eval_batches(data, batch_size, limit=limit, seed=seed):
@@ -128,17 +129,17 @@ FACTOR_KL_KEY = "val_kl_factor_"
 
 def sphere_factor_count(vae: VAE) -> int:
     """How many sphere factors with an analytic KL the latent space has (``S^2 × S^2 × S^3``: 3;
-    flow groups and Gaussian groups are not counted)."""
+    Gaussian groups and groups with a flow other than Householder reflections are not counted)."""
     return sum(
         group.count
         for index, group in enumerate(vae.groups)
-        if group.family != "normal" and not vae.has_flow(index)
+        if group.family != "normal" and vae.has_closed_form_kl(index)
     )
 
 
 def sphere_factor_kls(kl_per_factor: Sequence[dict]) -> list[float]:
     """The mean KL of every sphere factor in :func:`factor_kl`'s result, in latent-space order
-    (``S^2 × S^2 + S^3`` gives three values); Gaussian and flow groups are left out."""
+    (``S^2 × S^2 + S^3`` gives three values); Gaussian groups and flow groups without a KL value are left out."""
     return [
         kl
         for entry in kl_per_factor
@@ -152,7 +153,7 @@ def unused_sphere_factors(
 ) -> list[str]:
     """The sphere factors of :func:`factor_kl`'s result whose mean KL is below ``threshold`` nats,
     described as ``"factor 1 of S^4 × S^4 (KL 0.31 nats)"``. Gaussian dimensions are not judged
-    (unused ones are common and harmless there) and neither are flow groups (no KL value)."""
+    (unused ones are common and harmless there) and neither are flow groups without a KL value."""
     unused = []
     for entry in kl_per_factor:
         if entry["family"] == "normal" or entry["kl"] is None:

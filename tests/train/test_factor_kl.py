@@ -76,9 +76,23 @@ def test_gaussian_dimensions_and_flow_groups_are_never_flagged():
         {"group": "S^2", "family": "vmf", "kl": None},
     ]
     assert unused_sphere_factors(entries) == []
-    vae = FlowVAE("vmf:2", 16, hidden=(8,), flow="householder:2")
+    vae = FlowVAE("vmf:2", 16, hidden=(8,), flow="mobius:2")
     (entry,) = factor_kl(vae, _data(), batch_size=60)
-    assert entry["kl"] is None  # a flow posterior has no analytic KL to split
+    assert entry["kl"] is None  # a Möbius flow posterior has no analytic KL to split
+
+
+@pytest.mark.parametrize(("latent", "columns"), [("vmf:2,2", 2), ("normal:3", 1)])
+def test_householder_flow_groups_keep_their_closed_form_kl(latent, columns):
+    """Reflections preserve the prior, so each sphere factor's KL is its base's (and a Gaussian with
+    a Householder flow, a full-covariance Gaussian, gets one value); the values add up to the ELBO's
+    KL, which is then closed form too."""
+    torch.manual_seed(0)
+    vae = FlowVAE(latent, 16, hidden=(8,), flow="householder:2", flow_type="amortized")
+    data = _data()
+    (entry,) = factor_kl(vae, data, batch_size=25)
+    assert len(entry["kl"]) == columns
+    assert all(k > 0 for k in entry["kl"])
+    assert sum(entry["kl"]) == pytest.approx(score(vae, data, batch_size=25)["kl"], rel=1e-5)
 
 
 def test_training_warns_about_unused_sphere_factors(toy_data, tmp_path, monkeypatch, capsys):
@@ -101,8 +115,12 @@ def test_sphere_factors_are_counted_and_listed_in_latent_space_order():
     assert sphere_factor_count(VAE("vmf:2,2+normal:3+ps:3", 16, hidden=(8,))) == 3
     assert sphere_factor_count(VAE("vmf:4", 16, hidden=(8,))) == 1
     assert sphere_factor_count(VAE("normal:5", 16, hidden=(8,))) == 0
-    # a flow posterior has no analytic KL, so its factors cannot be tracked
-    assert sphere_factor_count(FlowVAE("vmf:2,2", 16, hidden=(8,), flow="householder:2")) == 0
+    # a Möbius flow posterior has no analytic KL, so its factors cannot be tracked; Householder
+    # reflections keep the base's closed form, so theirs can
+    assert sphere_factor_count(FlowVAE("vmf:2,2", 16, hidden=(8,), flow="mobius:2")) == 0
+    assert sphere_factor_count(FlowVAE("vmf:2,2", 16, hidden=(8,), flow="householder:2")) == 2
+    mixed = FlowVAE("vmf:2,2", 16, hidden=(8,), flow="householder:1+mobius:1")
+    assert sphere_factor_count(mixed) == 0
     entries = [
         {"group": "S^2 × S^2", "family": "vmf", "kl": [1.0, 2.0]},
         {"group": "R^2", "family": "normal", "kl": [5.0, 6.0]},
