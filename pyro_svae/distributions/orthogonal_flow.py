@@ -4,7 +4,7 @@ prior is the base's own KL.
 A Householder flow (Tomczak & Welling 2016) maps :math:`z_0 \sim q_0` to
 :math:`z_K = H_K \cdots H_1 z_0` with reflections :math:`H_k = I - 2 u_k u_k^\top / \|u_k\|^2`. The map
 :math:`H = H_K \cdots H_1` is linear and orthogonal, so for any prior :math:`p` with
-:math:`H^\top_\# p = p` (the standard normal :math:`\mathcal{N}(0, c^2 I)`, the uniform distribution
+:math:`H^\top_\# p = p` (the isotropic normal :math:`\mathcal{N}(0, c^2 I)`, the uniform distribution
 on a sphere)
 
 .. math::

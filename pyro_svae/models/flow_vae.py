@@ -10,7 +10,7 @@ plates; only the guide's distribution of each latent group changes, from the bas
 The site value is :math:`z_K`, so the model's prior is scored at :math:`z_K` and the decoder gets
 :math:`z_K`. In general no closed-form KL exists, so :class:`~pyro_svae.infer.AnnealedELBO` falls back to
 the Monte Carlo :math:`\log q_K(z_K) - \log p(z_K)`. A group whose flow is Householder reflections only
-is an :class:`~pyro_svae.distributions.OrthogonalFlowDistribution`: the reflections preserve the standard
+is an :class:`~pyro_svae.distributions.OrthogonalFlowDistribution`: the reflections preserve the isotropic
 normal and the uniform priors, so its KL is the base posterior's closed form. In all cases
 :func:`~pyro_svae.infer.importance_log_likelihood` works unchanged.
 
