@@ -109,26 +109,34 @@ def _kl_orthogonalflow_uniform(p: OrthogonalFlowDistribution, q: HypersphericalU
     return _expand(kl_divergence(p.base_dist, q), batch_shape)
 
 
-@register_kl(OrthogonalFlowDistribution, Independent)
-def _kl_orthogonalflow_independent(p: OrthogonalFlowDistribution, q: Independent) -> Tensor:
-    """Reflections preserve a zero-mean isotropic Gaussian ``Normal(0, c).to_event(1)``: the KL is the
-    base's. Checking the prior's values costs one device synchronisation."""
-    prior = q.base_dist
-    if not (
-        isinstance(prior, Normal)
-        and q.reinterpreted_batch_ndims == 1
-        and p.event_shape == q.event_shape == p.base_dist.event_shape
-    ):
-        raise NotImplementedError(
-            "closed-form KL of a Householder flow only to a Normal(0, c).to_event(1) prior"
+def _base_kl_if_isotropic(p: OrthogonalFlowDistribution, q, isotropic: Tensor) -> Tensor:
+    """The base's KL when the Gaussian prior ``q`` is zero-mean and isotropic (``isotropic``, a
+    boolean tensor: reading it costs one device synchronisation); ``NotImplementedError`` otherwise,
+    so that ELBOs fall back to Monte Carlo."""
+    if p.event_shape != q.event_shape:
+        raise ValueError(
+            f"KL between distributions of different event shapes: {type(p).__name__} has "
+            f"{tuple(p.event_shape)}, {type(q).__name__} has {tuple(q.event_shape)}"
         )
-    isotropic = (prior.loc == 0).all() & (prior.scale == prior.scale.reshape(-1)[0]).all()
     if not bool(isotropic):
         raise NotImplementedError(
             "closed-form KL of a Householder flow only to a zero-mean isotropic Gaussian prior"
         )
     batch_shape = torch.broadcast_shapes(p.batch_shape, q.batch_shape)
     return _expand(kl_divergence(p.base_dist, q), batch_shape)
+
+
+@register_kl(OrthogonalFlowDistribution, Independent)
+def _kl_orthogonalflow_independent(p: OrthogonalFlowDistribution, q: Independent) -> Tensor:
+    """Reflections preserve a zero-mean isotropic Gaussian ``Normal(0, c).to_event(1)``: the KL is the
+    base's."""
+    prior = q.base_dist
+    if not (isinstance(prior, Normal) and q.reinterpreted_batch_ndims == 1):
+        raise NotImplementedError(
+            "closed-form KL of a Householder flow only to a Normal(0, c).to_event(1) prior"
+        )
+    isotropic = (prior.loc == 0).all() & (prior.scale == prior.scale.reshape(-1)[0]).all()
+    return _base_kl_if_isotropic(p, q, isotropic)
 
 
 @register_kl(OrthogonalFlowDistribution, MultivariateNormal)
@@ -136,22 +144,11 @@ def _kl_orthogonalflow_multivariatenormal(
     p: OrthogonalFlowDistribution, q: MultivariateNormal
 ) -> Tensor:
     """Reflections preserve a zero-mean isotropic ``MultivariateNormal(0, c² I)``: the KL is the
-    base's (a full-covariance Gaussian base, for instance). One device synchronisation."""
-    tril = q.scale_tril
-    if p.event_shape != q.event_shape:
-        raise ValueError(
-            f"KL between distributions of different event shapes: {tuple(p.event_shape)} and "
-            f"{tuple(q.event_shape)}"
-        )
-    diagonal = tril.diagonal(dim1=-2, dim2=-1)
+    base's (a full-covariance Gaussian base, for instance)."""
+    diagonal = q.scale_tril.diagonal(dim1=-2, dim2=-1)
     isotropic = (
         (q.loc == 0).all()
-        & (tril == torch.diag_embed(diagonal)).all()
+        & (q.scale_tril == torch.diag_embed(diagonal)).all()
         & (diagonal == diagonal.reshape(-1)[0]).all()
     )
-    if not bool(isotropic):
-        raise NotImplementedError(
-            "closed-form KL of a Householder flow only to a zero-mean isotropic Gaussian prior"
-        )
-    batch_shape = torch.broadcast_shapes(p.batch_shape, q.batch_shape)
-    return _expand(kl_divergence(p.base_dist, q), batch_shape)
+    return _base_kl_if_isotropic(p, q, isotropic)

@@ -31,7 +31,7 @@ import pyro.distributions as dist
 import torch
 from torch import Tensor, nn
 
-from pyro_svae.distributions.orthogonal_flow import OrthogonalFlowDistribution, is_orthogonal_linear
+from pyro_svae.distributions import OrthogonalFlowDistribution
 from pyro_svae.flows import EuclideanFlow, FlowSpec, SphereFlow, parse_flow_spec
 from pyro_svae.flows.sphere import DEFAULT_MIXTURE_COMPONENTS
 from pyro_svae.latent_spec import LatentSpec
@@ -131,7 +131,7 @@ class FlowVAE(VAE):
             transforms = self.flow_transforms(index, h)
             if not transforms:
                 out.append(base)
-            elif all(is_orthogonal_linear(t) for t in transforms):  # closed-form KL to the prior
+            elif self.has_closed_form_kl(index):  # Householder only: the base's KL
                 out.append(OrthogonalFlowDistribution(base, transforms))
             else:
                 out.append(dist.TransformedDistribution(base, transforms))

@@ -139,7 +139,8 @@ def sphere_factor_count(vae: VAE) -> int:
 
 def sphere_factor_kls(kl_per_factor: Sequence[dict]) -> list[float]:
     """The mean KL of every sphere factor in :func:`factor_kl`'s result, in latent-space order
-    (``S^2 × S^2 + S^3`` gives three values); Gaussian groups and flow groups without a KL value are left out."""
+    (``S^2 × S^2 + S^3`` gives three values); Gaussian groups and flow groups without a KL value
+    are left out."""
     return [
         kl
         for entry in kl_per_factor

@@ -133,6 +133,22 @@ def test_no_closed_form_for_priors_that_reflections_move(prior):
         AnnealedELBO(kl="analytic").loss(model, guide)
 
 
+@pytest.mark.parametrize(
+    "prior",
+    [
+        dist.Normal(torch.zeros(4), 1.0).to_event(1),
+        dist.MultivariateNormal(torch.zeros(4), scale_tril=torch.eye(4)),
+    ],
+    ids=["normal", "multivariate-normal"],
+)
+def test_kl_to_a_prior_of_another_dimension_raises(prior):
+    q = OrthogonalFlowDistribution(
+        dist.Normal(torch.zeros(3), 0.5).to_event(1), T.Householder(3, count_transforms=2)
+    )
+    with pytest.raises(ValueError, match=r"different event shapes.*\(3,\).*\(4,\)"):
+        kl_divergence(q, prior)
+
+
 def test_rejects_transforms_that_are_not_reflections():
     base = dist.Normal(torch.zeros(3), 1.0).to_event(1)
     with pytest.raises(ValueError, match=r"expects Householder reflections.*got Planar"):
