@@ -4,7 +4,8 @@ Trains a VAE whose posterior is a Gaussian (or vMF / Power Spherical) pushed thr
 static (shared parameters) or amortized (parameters from the encoder), and optionally (``--compare``)
 the same VAE without the flow, then prints both rows of the results table. The guide's density of
 :math:`z_K` includes the log-determinants, the prior is scored at :math:`z_K`, the KL is Monte Carlo
-and the test LL is importance sampled, so the rows are comparable.
+(closed form for Householder-only flows, which leave the prior unchanged) and the test LL is importance
+sampled, so the rows are comparable.
 
 Examples::
 
