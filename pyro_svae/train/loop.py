@@ -5,7 +5,9 @@ NumPy's generators, and a separate :class:`torch.Generator` orders the minibatch
 dynamic binarisation. After every epoch the whole state (parameters, Adam moments, ELBO step
 counter, generator states, best parameters, history, early-stopping counters, learning rate) is
 written atomically to ``checkpoint.pt``, so ``resume=True`` continues an interrupted run to the same
-result, bit for bit on the same machine.
+result, bit for bit on the same machine. While :meth:`Trainer.run` trains, ``SIGTERM`` (``kill``, job
+schedulers, ``torchrun``) ends the run as Ctrl-C does: the last completed epoch's checkpoint is kept and
+the same command with ``--resume`` continues it.
 
 Training uses Pyro's global parameter store, which :class:`Trainer` clears when it is created.
 
@@ -17,12 +19,15 @@ optimizer step, evaluation is split between them, and rank 0 alone writes the ru
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import math
+import signal
 import sys
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,6 +80,24 @@ logger = logging.getLogger("pyro_svae.train")
 SPLITS = ("train", "valid", "test")
 #: seeds of the fixed generators drawing dynamically binarised evaluation data
 _VALID_SEED, _TEST_SEED = 1, 2
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Raise :class:`KeyboardInterrupt` on ``SIGTERM`` inside the block (main thread only), so that a
+    terminated run stops as an interrupted one; the previous handler is restored on exit."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"received signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @dataclass
@@ -580,9 +603,10 @@ class Trainer:
         if self.dist is not None:  # the same starting point everywhere (also after a resume)
             self.dist.broadcast_module(self.vae)
         try:
-            while self.epoch < self.config.epochs and not self.stopped_early:
-                self.train_epoch()
-            return self._finish(start)
+            with _sigterm_as_interrupt():
+                while self.epoch < self.config.epochs and not self.stopped_early:
+                    self.train_epoch()
+                return self._finish(start)
         except KeyboardInterrupt:
             if self._saved_epoch:
                 hint = (

@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
+import signal
 
 import pytest
 import torch
@@ -163,6 +165,31 @@ def test_interrupt_mid_epoch_keeps_the_checkpoint_and_resumes_exactly(
     trainer.svi.step = interrupted_step
     with pytest.raises(KeyboardInterrupt):
         trainer.run()
+    assert "--resume" in capsys.readouterr().err
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["epoch"] == 1
+    train(tiny_config(tmp_path, **SCHEDULED, resume=True), datasets=toy_data)
+    _assert_same_state(
+        load_checkpoint(reference / "checkpoint.pt"), load_checkpoint(tmp_path / "checkpoint.pt")
+    )
+
+
+def test_sigterm_stops_like_an_interrupt_and_resumes_exactly(
+    straight_run, toy_data, tmp_path, capsys
+):
+    reference, _ = straight_run
+    trainer = Trainer(tiny_config(tmp_path, **SCHEDULED), datasets=toy_data)
+    step = trainer.svi.step
+    handler_before = signal.getsignal(signal.SIGTERM)
+
+    def terminated_step(*args, **kwargs):
+        if trainer.elbo.step == STEPS_PER_EPOCH + 3:
+            os.kill(os.getpid(), signal.SIGTERM)  # as sent by kill, a job scheduler or torchrun
+        return step(*args, **kwargs)
+
+    trainer.svi.step = terminated_step
+    with pytest.raises(KeyboardInterrupt, match="signal"):
+        trainer.run()
+    assert signal.getsignal(signal.SIGTERM) is handler_before
     assert "--resume" in capsys.readouterr().err
     assert load_checkpoint(tmp_path / "checkpoint.pt")["epoch"] == 1
     train(tiny_config(tmp_path, **SCHEDULED, resume=True), datasets=toy_data)
