@@ -38,7 +38,6 @@ from torch.distributions import kl_divergence
 from pyro_svae.distributions import (
     DiscretizedLogistic,
     HypersphericalUniform,
-    OrthogonalFlowDistribution,
     PowerSpherical,
     SphericalDiffusion,
     VonMisesFisher,
@@ -353,10 +352,8 @@ class VAE(nn.Module):
         a Gaussian with a Householder flow). ``None`` for a group whose flow posterior has no
         closed-form KL (every flow but Householder-only ones). A row sums to the ELBO's KL."""
         out: list[Tensor | None] = []
-        for group, q in zip(self.groups, self.posteriors(x), strict=True):
-            if isinstance(q, dist.TransformedDistribution) and not isinstance(
-                q, OrthogonalFlowDistribution
-            ):
+        for index, (group, q) in enumerate(zip(self.groups, self.posteriors(x), strict=True)):
+            if not self.has_closed_form_kl(index):
                 out.append(None)
             elif group.family == "normal" and isinstance(q, dist.Independent):
                 base = q.base_dist
