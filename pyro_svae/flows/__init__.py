@@ -3,7 +3,13 @@
 :mod:`pyro_svae.flows.spec` for the spec strings and :class:`pyro_svae.models.flow_vae.FlowVAE` for
 the model."""
 
-from .euclidean import AdditiveCoupling, DiagonalScaling, EuclideanFlow, LinearHypernet
+from .euclidean import (
+    AdditiveCoupling,
+    DiagonalScaling,
+    EuclideanFlow,
+    LinearHypernet,
+    identity_planar_parameters,
+)
 from .spec import (
     EUCLIDEAN_FLOWS,
     FLOW_KINDS,
@@ -30,6 +36,7 @@ __all__ = [
     "MobiusTransform",
     "SphereFlow",
     "SphereHouseholder",
+    "identity_planar_parameters",
     "mobius_point",
     "parse_flow_spec",
 ]

@@ -8,10 +8,19 @@ coupling layers :class:`AdditiveCoupling` over alternating halves, closed by a d
 
 Amortized parameters come from the encoder features ``h`` through a :class:`LinearHypernet`; the
 transforms broadcast them against extra leading batch dims of the input (e.g. importance particles).
+
+Every step but Householder's starts at or near the identity. Planar needs care: Pyro's invertibility constraint
+:math:`\hat u = u + (m(w^\top u) - w^\top u)\, w / \lVert w\rVert^2` with
+:math:`m(a) = -1 + \log(1 + e^a)` makes *zero* parameters a contraction by :math:`1 + m(0) = \log 2`
+along a random direction (log-det :math:`-0.37` a step) with :math:`\lVert\hat u\rVert \propto
+1/\lVert w\rVert`, ill-conditioned. :func:`identity_planar_parameters` instead gives each step a unit
+random :math:`w_0`, :math:`b_0 = 0` and :math:`u_0 = \log(e - 1)\, w_0 / \lVert w_0\rVert^2`, for which
+:math:`m(w_0^\top u_0) = 0`, so :math:`\hat u = 0` exactly (static) or nearly (amortized, small weights).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import pyro.distributions.transforms as T
@@ -27,13 +36,16 @@ __all__ = [
     "DiagonalScaling",
     "EuclideanFlow",
     "LinearHypernet",
+    "identity_planar_parameters",
 ]
 
 
 class LinearHypernet(nn.Module):
     """``h (..., H) -> (p_1, ..., p_k)``: one linear layer split into tensors of sizes ``param_dims``.
 
-    Initialised near zero so that an amortized flow starts close to the identity.
+    Weights and biases start at ``init_scale`` times their default scale (near zero by default), so the
+    outputs start near the biases; planar steps then set the biases to
+    :func:`identity_planar_parameters`.
     """
 
     def __init__(self, in_features: int, param_dims: Sequence[int], init_scale: float = 1e-2):
@@ -46,6 +58,33 @@ class LinearHypernet(nn.Module):
 
     def forward(self, h: Tensor) -> tuple[Tensor, ...]:
         return tuple(self.linear(h).split(self.param_dims, dim=-1))
+
+
+def identity_planar_parameters(dim: int) -> tuple[Tensor, Tensor, Tensor]:
+    r"""Planar parameters ``(b, u, w)`` of shapes ``(1,), (dim,), (dim,)`` at which the step is the identity.
+
+    :math:`w` is a random unit vector (from torch's global generator), :math:`b = 0` and
+    :math:`u = \log(e - 1)\, w`, so that :math:`w^\top u = \log(e - 1)` solves :math:`m(a) = 0` and the
+    constrained :math:`\hat u` vanishes while :math:`\lVert w\rVert = 1` keeps the step well conditioned.
+    """
+    w = torch.randn(dim)
+    w = w / w.norm()
+    return torch.zeros(1), math.log(math.e - 1.0) * w, w
+
+
+def _planar_step(dim: int, context_dim: int | None) -> nn.Module:
+    bias, u, w = identity_planar_parameters(dim)
+    if context_dim is None:
+        step = T.Planar(dim)
+        with torch.no_grad():
+            step.bias.copy_(bias)
+            step.u.copy_(u)
+            step.w.copy_(w)
+        return step
+    hypernet = LinearHypernet(context_dim, [1, dim, dim])
+    with torch.no_grad():
+        hypernet.linear.bias.copy_(torch.cat([bias, u, w]))
+    return T.ConditionalPlanar(hypernet)
 
 
 class CouplingNet(nn.Module):
@@ -210,14 +249,12 @@ class EuclideanFlow(nn.Module):
             split = d // 2
             cond, moved = (split, d - split) if step % 2 == 0 else (d - split, split)
             return CouplingNet(cond + (context_dim or 0), moved, hidden)
+        if kind == "planar":
+            return _planar_step(d, context_dim)
         if context_dim is None:
-            if kind == "planar":
-                return T.Planar(d)
             if kind == "radial":
                 return T.Radial(d)
             return T.Householder(d, count_transforms=1)
-        if kind == "planar":
-            return T.ConditionalPlanar(LinearHypernet(context_dim, [1, d, d]))
         if kind == "radial":
             return T.ConditionalRadial(LinearHypernet(context_dim, [d, 1, 1]))
         # the hypernet returns a 1-tuple; ConditionalHouseholder wants the tensor itself
