@@ -66,9 +66,8 @@ def identity_planar_parameters(dim: int) -> tuple[Tensor, Tensor, Tensor]:
     Pyro's planar step :math:`z + \hat u \tanh(w^\top z + b)` uses
     :math:`\hat u = u + (m(w^\top u) - w^\top u)\, w / \lVert w\rVert^2`, :math:`m(a) = -1 + \log(1 + e^a)`,
     so zero parameters are not the identity but a contraction by a factor :math:`\log 2 \approx 0.69`
-    along :math:`w`. Here
-    :math:`w` is a random unit vector (from torch's global generator), :math:`b = 0` and
-    :math:`u = \log(e - 1)\, w`: then :math:`m(w^\top u) = 0`, so :math:`\hat u = 0`, while
+    along :math:`w`. Here :math:`w` is a random unit vector (from torch's global generator),
+    :math:`b = 0` and :math:`u = \log(e - 1)\, w`: then :math:`m(w^\top u) = 0`, so :math:`\hat u = 0`, while
     :math:`\lVert w\rVert = 1` keeps :math:`\hat u` well conditioned as training moves away.
     """
     w = torch.randn(dim)
