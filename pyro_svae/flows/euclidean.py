@@ -9,13 +9,15 @@ coupling layers :class:`AdditiveCoupling` over alternating halves, closed by a d
 Amortized parameters come from the encoder features ``h`` through a :class:`LinearHypernet`; the
 transforms broadcast them against extra leading batch dims of the input (e.g. importance particles).
 
-Every step but Householder's starts at or near the identity. Planar needs care: Pyro's invertibility constraint
+Steps other than Householder's start at or near the identity, except static radial steps, which keep
+Pyro's random initialisation. Planar needs care: Pyro's invertibility constraint
 :math:`\hat u = u + (m(w^\top u) - w^\top u)\, w / \lVert w\rVert^2` with
-:math:`m(a) = -1 + \log(1 + e^a)` makes *zero* parameters a contraction by :math:`1 + m(0) = \log 2`
+:math:`m(a) = -1 + \log(1 + e^a)` makes near-zero :math:`u, w` a contraction by :math:`1 + m(0) = \log 2`
 along a random direction (log-det :math:`-0.37` a step) with :math:`\lVert\hat u\rVert \propto
-1/\lVert w\rVert`, ill-conditioned. :func:`identity_planar_parameters` instead gives each step a unit
-random :math:`w_0`, :math:`b_0 = 0` and :math:`u_0 = \log(e - 1)\, w_0 / \lVert w_0\rVert^2`, for which
-:math:`m(w_0^\top u_0) = 0`, so :math:`\hat u = 0` exactly (static) or nearly (amortized, small weights).
+1/\lVert w\rVert`, ill-conditioned (at exactly :math:`w = 0` it is undefined).
+:func:`identity_planar_parameters` instead gives each step a unit random :math:`w_0`, :math:`b_0 = 0`
+and :math:`u_0 = \log(e - 1)\, w_0`, for which :math:`m(w_0^\top u_0) = 0`, so :math:`\hat u = 0`
+exactly (static) or nearly (amortized, small hypernet weights).
 """
 
 from __future__ import annotations
@@ -65,7 +67,7 @@ def identity_planar_parameters(dim: int) -> tuple[Tensor, Tensor, Tensor]:
 
     Pyro's planar step :math:`z + \hat u \tanh(w^\top z + b)` uses
     :math:`\hat u = u + (m(w^\top u) - w^\top u)\, w / \lVert w\rVert^2`, :math:`m(a) = -1 + \log(1 + e^a)`,
-    so zero parameters are not the identity but a contraction by a factor :math:`\log 2 \approx 0.69`
+    so near-zero :math:`u, w` are not the identity but a contraction by a factor :math:`\log 2 \approx 0.69`
     along :math:`w`. Here :math:`w` is a random unit vector (from torch's global generator),
     :math:`b = 0` and :math:`u = \log(e - 1)\, w`: then :math:`m(w^\top u) = 0`, so :math:`\hat u = 0`, while
     :math:`\lVert w\rVert = 1` keeps :math:`\hat u` well conditioned as training moves away.
