@@ -181,6 +181,16 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
         help="epochs of linear KL warm-up from weight 0 to beta (default: 0, no warm-up)",
     )
     opt.add_argument(
+        "--kl-gradient",
+        choices=("total", "path"),
+        default=S,
+        help=(
+            "gradient of a Monte Carlo KL (flows without a closed form): 'total' or 'path', the path "
+            "derivative only (Roeder et al. 2017): unbiased, and zero where the posterior equals the "
+            f"prior (default: {d['kl_gradient']})"
+        ),
+    )
+    opt.add_argument(
         "--capacity",
         nargs=3,
         type=float,

@@ -172,3 +172,21 @@ def test_mixture_components_reach_the_sphere_flow(tmp_path):
         build_parser().parse_args([*argv[:-1], "0"])
     with pytest.raises(ValueError, match="mixture_components"):  # ... and so does the config
         TrainConfig(latent="vmf:2", flow="mobiusmix:1", mixture_components=0).validate()
+
+
+def test_kl_gradient_reaches_the_elbo(tmp_path):
+    """``--kl-gradient path`` sets the ELBO's Monte Carlo KL gradient; the default is the total one."""
+    argv = ["train", "--latent", "normal:2", "--flow", "planar:2", "--flow-type", "amortized"]
+    images = (torch.rand(20, 16, generator=torch.Generator().manual_seed(0)) < 0.5).float()
+    data = BinaryImageData(images, None, image_shape=(1, 4, 4), name="toy")
+    for extra, expected in (([], "total"), (["--kl-gradient", "path"], "path")):
+        args = build_parser().parse_args([*argv, *extra, "--out", str(tmp_path), "--no-progress"])
+        config = config_from_args(args)
+        assert config.kl_gradient == expected
+        trainer = Trainer(config, datasets={"train": data, "valid": data, "test": data})
+        try:
+            assert trainer.elbo.kl_gradient == expected
+        finally:
+            trainer.close()
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([*argv, "--kl-gradient", "score"])
