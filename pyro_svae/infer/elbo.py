@@ -25,14 +25,11 @@ whose expectation is zero, is dropped and only the path derivative
 :math:`\nabla_z \log q_\phi(z) \cdot \mathrm{d}z/\mathrm{d}\phi` is kept ("sticking the landing",
 Roeder, Wu & Duvenaud 2017). The gradient stays unbiased, and it vanishes where the guide equals the
 prior (an unused latent dimension), as the closed form's does. It is not less noisy everywhere: where
-the guide is far from the prior, or a flow step is close to singular (:math:`J^{-\top}` below is then
-large), its variance can be larger than the total gradient's. For a flow
-:math:`z_K = T(z_0)` this needs :math:`\nabla_{z_K} \log q_K(z_K) = J^{-\top} \nabla_{z_0}
-[\log q_0(z_0) - \log|\det J(z_0)|]` with :math:`J = \partial z_K / \partial z_0`; it is computed
-from the forward pass (the flow's cached intermediate points, :math:`d` batched backward passes and a
-:math:`d \times d` solve per sample), so non-invertible-in-closed-form steps such as planar ones work
-too. Sites it does not apply to (a support other than real vectors, e.g. a sphere, or a flow whose
-intermediate points are not cached) keep the total gradient.
+the guide is far from the prior, or a flow step is close to singular (which makes
+:math:`\nabla_z \log q` large), its variance can exceed the total gradient's. For a flow,
+:mod:`pyro_svae.infer.path_gradient` computes :math:`\nabla_{z_K} \log q_K(z_K)` from the forward
+pass without inverting any step, so planar and radial flows are covered. Sites it does not apply to
+(a support other than real vectors, e.g. a sphere) keep the total gradient.
 """
 
 from __future__ import annotations
@@ -41,13 +38,14 @@ from dataclasses import dataclass
 
 import pyro.poutine as poutine
 import torch
-from pyro.distributions import TransformedDistribution, constraints
 from pyro.distributions.kl import kl_divergence
 from pyro.distributions.util import scale_and_mask
 from pyro.infer import Trace_ELBO
 from pyro.infer.util import is_validation_enabled, torch_item
 from pyro.poutine.util import prune_subsample_sites
 from pyro.util import check_model_guide_match, warn_if_nan
+
+from pyro_svae.infer.path_gradient import path_log_prob
 
 __all__ = ["KL_GRADIENTS", "KL_MODES", "AnnealedELBO", "CapacitySchedule", "ELBOTerms"]
 
@@ -253,58 +251,7 @@ class AnnealedELBO(Trace_ELBO):
         return torch_item(surrogate)
 
 
-def _is_real_vector(support) -> bool:
-    return isinstance(support, constraints.independent) and (
-        support.reinterpreted_batch_ndims == 1
-        and isinstance(support.base_constraint, type(constraints.real))
-    )
-
-
-def _base_point(fn, value: torch.Tensor) -> torch.Tensor | None:
-    """The base draw z_0 behind ``value`` (``value`` itself without a flow), from the transforms'
-    caches; ``None`` when the chain of cached points does not end at ``value``."""
-    if not isinstance(fn, TransformedDistribution):
-        return value
-    transforms = fn.transforms
-    if not transforms:
-        return value
-    points = [getattr(t, "_cached_x_y", (None, None)) for t in transforms]
-    if points[-1][1] is not value or any(x is None for x, _ in points):
-        return None
-    if any(points[k][1] is not points[k + 1][0] for k in range(len(points) - 1)):
-        return None
-    return points[0][0]
-
-
 def _path_log_prob_sum(site) -> torch.Tensor:
-    r"""The site's :math:`\sum \log q(z)`, with the path-derivative gradient where it applies."""
-    fn, value = site["fn"], site["value"]
-    log_q = fn.log_prob(value)
-    z0 = _base_point(fn, value) if fn.event_dim == 1 else None
-    usable = (
-        torch.is_grad_enabled()
-        and z0 is not None
-        and value.requires_grad
-        and z0.shape == value.shape
-        and log_q.requires_grad
-        and _is_real_vector(fn.support)
-    )
-    if not usable:
-        return scale_and_mask(log_q, scale=site["scale"], mask=site["mask"]).sum()
-    # d log q0(z0) - log|det J| / d z0, parameters held fixed: the partial derivative through z0
-    (grad_z0,) = torch.autograd.grad(log_q.sum(), z0, retain_graph=True)
-    if z0 is value:
-        grad_z = grad_z0
-    else:  # grad_z = J^-T grad_z0, J[b] = d z_K[b] / d z_0[b] (samples are independent)
-        d = value.shape[-1]
-        eye = torch.eye(d, dtype=value.dtype, device=value.device)
-        cotangents = eye.reshape(d, *(1,) * (value.dim() - 1), d).expand(d, *value.shape)
-        (rows,) = torch.autograd.grad(
-            value, z0, grad_outputs=cotangents, retain_graph=True, is_grads_batched=True
-        )
-        jacobian = rows.movedim(0, -2)  # [..., i, j] = d z_K[i] / d z_0[j]
-        grad_z = torch.linalg.solve(jacobian.mT, grad_z0.unsqueeze(-1)).squeeze(-1)
-    grad_z = grad_z.detach()
-    path = (grad_z * value).sum(-1)
-    surrogate = log_q.detach() + (path - path.detach())
-    return scale_and_mask(surrogate, scale=site["scale"], mask=site["mask"]).sum()
+    """The site's summed log density with the path-derivative gradient (:func:`path_log_prob`)."""
+    log_q = path_log_prob(site["fn"], site["value"])
+    return scale_and_mask(log_q, scale=site["scale"], mask=site["mask"]).sum()
