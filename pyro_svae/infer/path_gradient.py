@@ -117,16 +117,41 @@ def _inverse_jacobian_product(t, x: Tensor, v: Tensor) -> Tensor:
     return _generic(t, x, v)
 
 
+def _score_in_value(fn, value: Tensor) -> Tensor | None:
+    """:math:`\\nabla_z \\log q(z)` at ``value`` with the parameters fixed, or ``None`` if ``log_prob``
+    is not differentiable in its argument."""
+    with torch.enable_grad():
+        leaf = value.detach().requires_grad_()
+        log_q = fn.log_prob(leaf)
+        if not log_q.requires_grad:
+            return None
+        (grad,) = torch.autograd.grad(log_q.sum(), leaf)
+    return grad
+
+
+def _with_path_gradient(log_q: Tensor, grad: Tensor, value: Tensor, event_dims: int) -> Tensor:
+    """``log_q``'s value, with the gradient of ``grad . value`` (summed over the event dims)."""
+    path = grad.detach() * value
+    if event_dims:
+        path = path.flatten(value.dim() - event_dims).sum(-1)
+    return log_q.detach() + (path - path.detach())
+
+
 def path_log_prob(fn, value: Tensor) -> Tensor:
     """``fn.log_prob(value)``, with the path-derivative gradient where it applies.
 
-    It applies to distributions on :math:`\\mathbb{R}^d` (``event_dim == 1``) whose sample ``value``
-    was drawn with ``rsample`` in the current autograd graph, with or without a flow of cached
-    transforms. Elsewhere (a sphere, no gradient, a broken cache) the plain ``log_prob`` is returned.
+    It applies when ``value`` was drawn with ``rsample`` in the current autograd graph and either
+    ``fn`` has no flow and a ``log_prob`` differentiable in its argument (Gaussians; the vMF and the
+    Power Spherical, where :math:`z` moves on the sphere, so only the tangent part of
+    :math:`\\nabla_z \\log q` acts), or ``fn`` is a flow on :math:`\\mathbb{R}^d` whose transforms
+    cached their points. Elsewhere (e.g. a flow on a sphere) the plain ``log_prob`` is returned.
     """
     log_q = fn.log_prob(value)
     if not (torch.is_grad_enabled() and value.requires_grad and log_q.requires_grad):
         return log_q
+    if not isinstance(fn, TransformedDistribution) or not fn.transforms:
+        grad = _score_in_value(fn, value)
+        return log_q if grad is None else _with_path_gradient(log_q, grad, value, fn.event_dim)
     if fn.event_dim != 1 or not is_real_vector(fn.support):
         return log_q
     points = _flow_points(fn, value)
@@ -135,8 +160,6 @@ def path_log_prob(fn, value: Tensor) -> Tensor:
     # a = d[log q0(z0) - sum log|det J|]/dz0 with the parameters fixed: the partial through z0
     (grad,) = torch.autograd.grad(log_q.sum(), points[0], retain_graph=True)
     with torch.no_grad():
-        transforms = fn.transforms if isinstance(fn, TransformedDistribution) else []
-        for t, x in zip(transforms, points, strict=False):
+        for t, x in zip(fn.transforms, points, strict=False):
             grad = _inverse_jacobian_product(t, x.detach(), grad)
-    path = (grad.detach() * value).sum(-1)
-    return log_q.detach() + (path - path.detach())
+    return _with_path_gradient(log_q, grad, value, 1)
