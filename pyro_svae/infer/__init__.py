@@ -2,6 +2,7 @@
 
 from .elbo import AnnealedELBO, CapacitySchedule, ELBOTerms
 from .evaluation import evaluate, importance_log_likelihood, knn_accuracy
+from .path_gradient import path_log_prob
 
 __all__ = [
     "AnnealedELBO",
@@ -10,4 +11,5 @@ __all__ = [
     "evaluate",
     "importance_log_likelihood",
     "knn_accuracy",
+    "path_log_prob",
 ]
