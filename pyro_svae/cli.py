@@ -181,6 +181,15 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
         help="epochs of linear KL warm-up from weight 0 to beta (default: 0, no warm-up)",
     )
     opt.add_argument(
+        "--kl",
+        choices=("auto", "analytic", "mc"),
+        default=S,
+        help=(
+            "KL term of the ELBO: 'auto' (closed form where one is registered, else Monte Carlo), "
+            f"'analytic' (closed form or an error) or 'mc' (always Monte Carlo) (default: {d['kl']})"
+        ),
+    )
+    opt.add_argument(
         "--kl-gradient",
         choices=("total", "path"),
         default=S,

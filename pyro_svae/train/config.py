@@ -14,7 +14,7 @@ import torch
 from pyro_svae.data import DATASETS
 from pyro_svae.flows import parse_flow_spec
 from pyro_svae.flows.sphere import DEFAULT_MIXTURE_COMPONENTS
-from pyro_svae.infer.elbo import KL_GRADIENTS
+from pyro_svae.infer.elbo import KL_GRADIENTS, KL_MODES
 from pyro_svae.latent_spec import parse_latent_spec
 from pyro_svae.models.vae import LIKELIHOODS
 
@@ -85,6 +85,7 @@ class TrainConfig:
     lr: float = 1e-3
     beta: float = 1.0
     kl_warmup: float = 0.0
+    kl: str = "auto"
     kl_gradient: str = "total"
     capacity: tuple[float, float, float] | None = None
     early_stopping_burn_in: int = 0
@@ -188,6 +189,8 @@ class TrainConfig:
             raise bad("capacity", "None or (c_min, c_max, epochs), three numbers >= 0")
         if self.covariance not in ("diag", "full"):
             raise bad("covariance", "'diag' or 'full'")
+        if self.kl not in KL_MODES:
+            raise bad("kl", "'auto', 'analytic' or 'mc'")
         if self.kl_gradient not in KL_GRADIENTS:
             raise bad("kl_gradient", "'total' or 'path'")
         try:

@@ -208,6 +208,7 @@ class Trainer:
         self.elbo = AnnealedELBO(
             beta=config.beta,
             warmup_steps=round(config.kl_warmup * self.steps_per_epoch),
+            kl=config.kl,
             kl_gradient=config.kl_gradient,
             capacity=capacity,
             max_plate_nesting=self.vae.max_plate_nesting,

@@ -174,18 +174,23 @@ def test_mixture_components_reach_the_sphere_flow(tmp_path):
         TrainConfig(latent="vmf:2", flow="mobiusmix:1", mixture_components=0).validate()
 
 
-def test_kl_gradient_reaches_the_elbo(tmp_path):
-    """``--kl-gradient path`` sets the ELBO's Monte Carlo KL gradient; the default is the total one."""
+def test_kl_mode_and_gradient_reach_the_elbo(tmp_path):
+    """``--kl`` and ``--kl-gradient`` reach the ELBO; the defaults are ``auto`` and ``total``."""
     argv = ["train", "--latent", "normal:2", "--flow", "planar:2", "--flow-type", "amortized"]
     images = (torch.rand(20, 16, generator=torch.Generator().manual_seed(0)) < 0.5).float()
     data = BinaryImageData(images, None, image_shape=(1, 4, 4), name="toy")
-    for extra, expected in (([], "total"), (["--kl-gradient", "path"], "path")):
+    cases = (
+        ([], "auto", "total"),
+        (["--kl-gradient", "path"], "auto", "path"),
+        (["--kl", "mc", "--kl-gradient", "path"], "mc", "path"),
+    )
+    for extra, kl, gradient in cases:
         args = build_parser().parse_args([*argv, *extra, "--out", str(tmp_path), "--no-progress"])
         config = config_from_args(args)
-        assert config.kl_gradient == expected
+        assert (config.kl, config.kl_gradient) == (kl, gradient)
         trainer = Trainer(config, datasets={"train": data, "valid": data, "test": data})
         try:
-            assert trainer.elbo.kl_gradient == expected
+            assert (trainer.elbo.kl_mode, trainer.elbo.kl_gradient) == (kl, gradient)
         finally:
             trainer.close()
     with pytest.raises(SystemExit):
