@@ -198,6 +198,15 @@ assert torch.equal(model_trace.nodes["z"]["value"], guide_trace.nodes["z"]["valu
 # :class:`~pyro_svae.distributions.OrthogonalFlowDistribution`, whose registered KL is the base
 # posterior's closed form.
 #
+# The Monte Carlo KL's gradient can be made less noisy without bias:
+# ``AnnealedELBO(kl_gradient="path")`` (``--kl-gradient path`` in ``pyro-svae train``) keeps only the
+# path derivative :math:`\nabla_z \log q(z) \cdot \mathrm{d}z/\mathrm{d}\phi` and drops the score
+# term, whose expectation is zero (Roeder et al. 2017). For a flow,
+# :math:`\nabla_{z_K} \log q_K` is computed from the forward pass without inverting any step, so
+# planar flows get it too. In 60-epoch runs at d = 40 on dynamic MNIST it trained planar flows and the
+# flow-free Gaussian faster than the default gradient, and faster than the closed-form KL
+# (``docs/results.md``).
+#
 # Training on a small subset of MNIST
 # -----------------------------------
 # We train six models on the same images with the same encoder and decoder sizes and the same budget:
