@@ -198,7 +198,7 @@ assert torch.equal(model_trace.nodes["z"]["value"], guide_trace.nodes["z"]["valu
 # :class:`~pyro_svae.distributions.OrthogonalFlowDistribution`, whose registered KL is the base
 # posterior's closed form.
 #
-# The Monte Carlo KL's gradient can be made less noisy without bias:
+# The Monte Carlo KL's gradient has an alternative with the same expectation:
 # ``AnnealedELBO(kl_gradient="path")`` (``--kl-gradient path`` in ``pyro-svae train``) keeps only the
 # path derivative :math:`\nabla_z \log q(z) \cdot \mathrm{d}z/\mathrm{d}\phi` and drops the score
 # term, whose expectation is zero (Roeder et al. 2017). For a flow,
