@@ -79,6 +79,7 @@ def test_quick_benchmark_prints_every_row():
 ROOT = Path(__file__).resolve().parents[1]
 REPRODUCE = ROOT / "benchmarks" / "reproduce.py"
 EVALUATION = ROOT / "benchmarks" / "evaluation.py"
+KL_GRADIENT = ROOT / "benchmarks" / "kl_gradient.py"
 TABLES = {  # table -> number of rows
     "table1": 10,
     "table2": 6,
@@ -207,6 +208,24 @@ def test_evaluation_benchmark_quick(tmp_path):
     # 20 samples: both draw them in one guide pass from the same seed, so the estimates agree
     assert float(ll_row[-2]) == pytest.approx(float(ll_row[-1]), abs=0.05)
     assert any(row[:2] == ["1", "vmf:9"] for row in rows)  # the epoch timing
+
+
+def test_kl_gradient_benchmark_prints_every_case(tmp_path):
+    cases = ["normal:4", "vmf:3", "normal:4 planar:2", "normal:4 nice:2"]
+    budget = ["--steps", "2", "--warmup", "1", "--batch-size", "8"]
+    result = subprocess.run(
+        [sys.executable, str(KL_GRADIENT), *budget, "--cases", *cases],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = _table_rows(result.stdout)
+    assert rows[0][2:] == ["default (ms)", "path (ms)", "ratio"]
+    assert [row[0] for row in rows[2:]] == cases
+    assert all(float(cell) > 0 for row in rows[2:] for cell in row[2:])
 
 
 def test_committed_full_runs_are_still_recognised_as_finished(tmp_path):
