@@ -161,8 +161,10 @@ class AnnealedELBO(Trace_ELBO):
         return prune_subsample_sites(model_trace), prune_subsample_sites(guide_trace)
 
     @staticmethod
-    def _log_prob_sum(site) -> torch.Tensor:
-        log_p = site["fn"].log_prob(site["value"])
+    def _log_prob_sum(site, path: bool = False) -> torch.Tensor:
+        """The site's summed log density; with ``path``, with the path-derivative gradient."""
+        fn, value = site["fn"], site["value"]
+        log_p = path_log_prob(fn, value) if path else fn.log_prob(value)
         return scale_and_mask(log_p, scale=site["scale"], mask=site["mask"]).sum()
 
     def _site_kl(self, model_site, guide_site) -> torch.Tensor:
@@ -178,11 +180,7 @@ class AnnealedELBO(Trace_ELBO):
                     ) from None
             else:
                 return scale_and_mask(kl, scale=guide_site["scale"], mask=guide_site["mask"]).sum()
-        log_q = (
-            _path_log_prob_sum(guide_site)
-            if self.kl_gradient == "path"
-            else self._log_prob_sum(guide_site)
-        )
+        log_q = self._log_prob_sum(guide_site, path=self.kl_gradient == "path")
         return log_q - self._log_prob_sum(model_site)
 
     def _num_data(self, model_trace) -> int:
@@ -249,9 +247,3 @@ class AnnealedELBO(Trace_ELBO):
             surrogate.backward()
         self.step += 1
         return torch_item(surrogate)
-
-
-def _path_log_prob_sum(site) -> torch.Tensor:
-    """The site's summed log density with the path-derivative gradient (:func:`path_log_prob`)."""
-    log_q = path_log_prob(site["fn"], site["value"])
-    return scale_and_mask(log_q, scale=site["scale"], mask=site["mask"]).sum()

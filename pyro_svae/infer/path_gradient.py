@@ -117,18 +117,6 @@ def _inverse_jacobian_product(t, x: Tensor, v: Tensor) -> Tensor:
     return _generic(t, x, v)
 
 
-def _score_in_value(fn, value: Tensor) -> Tensor | None:
-    """:math:`\\nabla_z \\log q(z)` at ``value`` with the parameters fixed, or ``None`` if ``log_prob``
-    is not differentiable in its argument."""
-    with torch.enable_grad():
-        leaf = value.detach().requires_grad_()
-        log_q = fn.log_prob(leaf)
-        if not log_q.requires_grad:
-            return None
-        (grad,) = torch.autograd.grad(log_q.sum(), leaf)
-    return grad
-
-
 def _with_path_gradient(log_q: Tensor, grad: Tensor, value: Tensor, event_dims: int) -> Tensor:
     """``log_q``'s value, with the gradient of ``grad . value`` (summed over the event dims)."""
     path = grad.detach() * value
@@ -149,17 +137,18 @@ def path_log_prob(fn, value: Tensor) -> Tensor:
     log_q = fn.log_prob(value)
     if not (torch.is_grad_enabled() and value.requires_grad and log_q.requires_grad):
         return log_q
-    if not isinstance(fn, TransformedDistribution) or not fn.transforms:
-        grad = _score_in_value(fn, value)
-        return log_q if grad is None else _with_path_gradient(log_q, grad, value, fn.event_dim)
-    if fn.event_dim != 1 or not is_real_vector(fn.support):
+    transforms = fn.transforms if isinstance(fn, TransformedDistribution) else []
+    if transforms and (fn.event_dim != 1 or not is_real_vector(fn.support)):
         return log_q
     points = _flow_points(fn, value)
     if points is None or points[0].shape != value.shape or not points[0].requires_grad:
         return log_q
-    # a = d[log q0(z0) - sum log|det J|]/dz0 with the parameters fixed: the partial through z0
-    (grad,) = torch.autograd.grad(log_q.sum(), points[0], retain_graph=True)
+    # a = d log q / d z0 with the parameters fixed: the partial derivative through z0 (z0 = value
+    # without a flow; with one, log q = log q0(z0) - sum log|det J| from the cached forward pass)
+    (grad,) = torch.autograd.grad(log_q.sum(), points[0], retain_graph=True, allow_unused=True)
+    if grad is None:  # log_prob not differentiable in its argument
+        return log_q
     with torch.no_grad():
-        for t, x in zip(fn.transforms, points, strict=False):
+        for t, x in zip(transforms, points, strict=False):
             grad = _inverse_jacobian_product(t, x.detach(), grad)
-    return _with_path_gradient(log_q, grad, value, 1)
+    return _with_path_gradient(log_q, grad, value, fn.event_dim)

@@ -12,13 +12,8 @@ from torch.distributions import kl_divergence
 
 from pyro_svae.distributions import HypersphericalUniform, PowerSpherical, VonMisesFisher
 from pyro_svae.infer import AnnealedELBO
-from pyro_svae.infer.elbo import _path_log_prob_sum
 from pyro_svae.infer.path_gradient import _generic, _inverse_jacobian_product, path_log_prob
 from pyro_svae.models import FlowVAE
-
-
-def _site(fn, value):
-    return {"fn": fn, "value": value, "scale": 1.0, "mask": None}
 
 
 def _flow_log_q_from_base(q, z0):
@@ -59,7 +54,7 @@ def test_path_gradient_is_the_score_of_the_flow_density_times_the_sample_path(fl
     q = vae.posteriors(x)[0]
     z = q.rsample()
     params = [p for p in vae.parameters() if p.requires_grad]
-    surrogate = _path_log_prob_sum(_site(q, z))
+    surrogate = path_log_prob(q, z).sum()
     assert torch.allclose(surrogate, q.log_prob(z).sum())  # the value is unchanged
     got = torch.autograd.grad(surrogate, params, retain_graph=True, allow_unused=True)
 
@@ -109,7 +104,7 @@ def test_path_gradient_uses_the_inverse_free_route_consistently_with_an_invertib
     vae, x = _posterior("nice:4")
     q = vae.posteriors(x)[0]
     z = q.rsample()
-    surrogate = _path_log_prob_sum(_site(q, z))
+    surrogate = path_log_prob(q, z).sum()
     z_leaf = z.detach().requires_grad_()
     q_inv = vae.posteriors(x)[0]
     (g,) = torch.autograd.grad(q_inv.log_prob(z_leaf).sum(), z_leaf)
@@ -127,7 +122,7 @@ def test_path_kl_gradient_vanishes_where_the_guide_is_the_prior():
     def kl(path: bool):
         q = dist.Normal(loc, log_scale.exp()).to_event(1)
         z = q.rsample()
-        log_q = _path_log_prob_sum(_site(q, z)) if path else q.log_prob(z).sum()
+        log_q = path_log_prob(q, z).sum() if path else q.log_prob(z).sum()
         return log_q - prior.log_prob(z).sum()
 
     torch.manual_seed(0)
@@ -155,7 +150,7 @@ def _kl_gradient_batches(path: bool, batches: int, draws: int, seed: int) -> tor
     for _ in range(batches):
         q = vae.posteriors(x)[0]
         z = q.rsample()
-        log_q = _path_log_prob_sum(_site(q, z)) if path else q.log_prob(z).sum()
+        log_q = path_log_prob(q, z).sum() if path else q.log_prob(z).sum()
         grads = torch.autograd.grad(log_q - prior.log_prob(z).sum(), params)
         rows.append(torch.cat([g.flatten() for g in grads]) / draws)
     return torch.stack(rows)

@@ -6,17 +6,14 @@
 
 Each ``key=value`` sets a :class:`~pyro_svae.train.TrainConfig` field; values are read as JSON when
 they parse (numbers, ``true``, ``null``, lists), else as strings. ``data_dir`` is reset to the default
-(``$PYRO_SVAE_DATA``) unless given. The extra key ``elbo_kl`` sets the ELBO's ``kl`` mode
-(``auto``, ``analytic`` or ``mc``; e.g. ``elbo_kl=mc`` trains with the Monte Carlo KL where a closed form
-exists, validation ELBO included).
+(``$PYRO_SVAE_DATA``) unless given. ``kl=mc`` trains with the Monte Carlo KL where a closed form
+exists, validation ELBO included.
 """
 
 import json
 import sys
 from pathlib import Path
 
-import pyro_svae.train.loop as loop
-from pyro_svae.infer import AnnealedELBO
 from pyro_svae.train import TrainConfig, Trainer
 
 
@@ -33,20 +30,9 @@ def main(argv: list[str]) -> None:
     config = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
     config = config.get("config", config)  # a summary.json holds it under "config"
     config["data_dir"] = None
-    kl_mode = None
     for assignment in argv[1:]:
         key, text = assignment.split("=", 1)
-        if key == "elbo_kl":
-            kl_mode = text
-        else:
-            config[key] = _value(text)
-    if kl_mode is not None:
-
-        class WithKLMode(AnnealedELBO):
-            def __init__(self, *args, **kwargs):
-                super().__init__(*args, **{**kwargs, "kl": kl_mode})
-
-        loop.AnnealedELBO = WithKLMode  # the trainer builds its ELBO from this name
+        config[key] = _value(text)
     Trainer(TrainConfig.from_dict(config)).run()
 
 
