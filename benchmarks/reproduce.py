@@ -51,7 +51,9 @@ not stated in the issue; ours is marked as our choice in the table.
 **Modes.** Full mode (default): MLP 784-256-128, Adam (lr 1e-3), batch 100, up to 1000 epochs with
 early stopping on the validation ELBO (look-ahead 50 epochs), the best-validation parameters
 evaluated on every test point with 500 importance samples, no KL warm-up (``--kl-warmup`` adds one;
-``--batch-size`` changes the minibatch; runs with either get their own folders and tables).
+``--batch-size`` changes the minibatch; ``--kl`` and ``--kl-gradient`` change the KL estimator and its
+gradient, e.g. ``--kl mc --kl-gradient path`` for the path-derivative gradient; runs with any of these
+get their own folders and tables).
 The MLP, the early stopping and the 500 samples are the papers'; batch size, learning rate, the
 epoch cap and the absence of a warm-up are the library's defaults, not checked against each paper
 (the papers' PDFs could not be read here). Second-hand and unverified: the product-space paper's
@@ -385,6 +387,54 @@ def build_table(name: str, mode: str) -> Table:
     raise ValueError(f"unknown table {name!r}; choose from {', '.join(TABLES)} or all")
 
 
+@dataclass(frozen=True)
+class Settings:
+    """Command-line settings that change what a run trains. Runs with non-default settings get their
+    own folders and table files, so they never reuse or overwrite the default runs."""
+
+    batch_size: int = DEFAULT_BATCH_SIZE
+    kl_warmup: float = 0.0
+    kl: str = TrainConfig.kl
+    kl_gradient: str = TrainConfig.kl_gradient
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> Settings:
+        return cls(args.batch_size, args.kl_warmup, args.kl, args.kl_gradient)
+
+    def suffix(self) -> str:
+        """The folder / table-name suffix ("" for the defaults)."""
+        parts = []
+        if self.batch_size != DEFAULT_BATCH_SIZE:
+            parts.append(f"batch {self.batch_size}")
+        if self.kl_warmup:
+            parts.append(f"warmup {self.kl_warmup:g}")
+        if self.kl != TrainConfig.kl:
+            parts.append(f"kl {self.kl}")
+        if self.kl_gradient != TrainConfig.kl_gradient:
+            parts.append(f"{self.kl_gradient} gradient")
+        return " ".join(parts)
+
+    def describe(self) -> str:
+        """The protocol line's part on the minibatch, the warm-up and the KL estimator."""
+        text = f"batch {self.batch_size}, " + (
+            f"a linear KL warm-up over {self.kl_warmup:g} epochs"
+            if self.kl_warmup
+            else "no KL warm-up"
+        )
+        if self.kl != TrainConfig.kl:
+            text += ", the " + KL_DESCRIPTIONS[self.kl]
+        if self.kl_gradient != TrainConfig.kl_gradient:
+            text += ", the path-derivative gradient wherever the KL is Monte Carlo"
+        return text
+
+
+#: how the protocol line names a non-default ``--kl``
+KL_DESCRIPTIONS = {
+    "analytic": "closed-form KL in every run (runs without one fail)",
+    "mc": "Monte Carlo KL in every run",
+}
+
+
 # --------------------------------------------------------------------------------------------------
 # running (with reuse and resume)
 # --------------------------------------------------------------------------------------------------
@@ -400,8 +450,9 @@ class Runner:
         self.datasets: dict[str, dict] = {}
         self.done: dict[Path, dict[str, Any] | str] = {}
         self.counter = 0
+        self.settings = Settings.from_args(args)
         #: settings given on the command line that change the runs get their own folders
-        self.suffix = _settings_suffix(args.batch_size, args.kl_warmup)
+        self.suffix = self.settings.suffix()
 
     def config(self, run: Run, seed: int) -> TrainConfig:
         a = self.args
@@ -412,6 +463,8 @@ class Runner:
             seed=seed,
             kl_warmup=a.kl_warmup,
             batch_size=a.batch_size,
+            kl=a.kl,
+            kl_gradient=a.kl_gradient,
             threads=a.threads,
             device=a.device,
             data_dir=str(a.data_dir) if a.data_dir else None,
@@ -515,31 +568,13 @@ def _fmt(
     return text
 
 
-def _settings_suffix(batch_size: int, kl_warmup: float) -> str:
-    """The folder suffix of runs whose command-line settings differ from the defaults ("" if none):
-    runs with another batch size or warm-up never share a folder with the default ones."""
-    parts = []
-    if batch_size != DEFAULT_BATCH_SIZE:
-        parts.append(f"batch {batch_size}")
-    if kl_warmup:
-        parts.append(f"warmup {kl_warmup:g}")
-    return " ".join(parts)
-
-
-def _protocol(
-    mode: str,
-    seeds: Sequence[int],
-    batch_size: int = DEFAULT_BATCH_SIZE,
-    kl_warmup: float = 0.0,
-) -> str:
+def _protocol(mode: str, seeds: Sequence[int], settings: Settings = Settings()) -> str:
     """One line describing the mode's training and evaluation budget."""
     m = MODES[mode]
     text = f"mode `{mode}`: up to {m['epochs']} epoch{'s' if m['epochs'] != 1 else ''}"
     if m["max_train_batches"]:
         text += f" of at most {m['max_train_batches']} minibatches"
-    text += f"; batch {batch_size}, " + (
-        f"a linear KL warm-up over {kl_warmup:g} epochs" if kl_warmup else "no KL warm-up"
-    )
+    text += "; " + settings.describe()
     if m["look_ahead"]:
         text += (
             f", early stopping on the validation ELBO with a look-ahead of {m['look_ahead']} epochs"
@@ -558,9 +593,7 @@ def render(
     results: list[list[dict[str, Any] | str | None]],
     mode: str,
     seeds: Sequence[int],
-    *,
-    batch_size: int = DEFAULT_BATCH_SIZE,
-    kl_warmup: float = 0.0,
+    settings: Settings = Settings(),
 ) -> tuple[str, list[dict]]:
     """The markdown of ``table`` given each row's per-seed results (a summary, an error message, or
     ``None`` for a run ``--report`` found unfinished), and the raw rows."""
@@ -617,7 +650,7 @@ def render(
         record["run_dirs"] = [s["run_dir"] for s in ok]
         raw.append(record)
         lines.append("| " + " | ".join(cells) + " |")
-    protocol = _protocol(mode, seeds, batch_size, kl_warmup)
+    protocol = _protocol(mode, seeds, settings)
     text = [f"## {table.title}", "", protocol + ".", "", *lines, "", f"Published: {table.source}."]
     if mode != "full":
         text.append(
@@ -645,9 +678,7 @@ def run_table(name: str, runner: Runner, args: argparse.Namespace) -> str:
                 )
         return ""
     results = [[runner.get(row.run, seed) for seed in args.seeds] for row in table.rows]
-    markdown, raw = render(
-        table, results, args.mode, args.seeds, batch_size=args.batch_size, kl_warmup=args.kl_warmup
-    )
+    markdown, raw = render(table, results, args.mode, args.seeds, runner.settings)
     folder = Path(args.out) / args.mode / "tables"
     folder.mkdir(parents=True, exist_ok=True)
     stem = f"{name}_{_slug(runner.suffix)}" if runner.suffix else name
@@ -711,8 +742,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--batch-size",
         type=int,
         default=DEFAULT_BATCH_SIZE,
-        help=f"training minibatch size (default: {DEFAULT_BATCH_SIZE}); runs with another size "
-        "or with a warm-up get their own folders",
+        help=f"training minibatch size (default: {DEFAULT_BATCH_SIZE}); runs with another size, "
+        "a warm-up or another KL setting get their own folders",
+    )
+    parser.add_argument(
+        "--kl",
+        choices=("auto", "analytic", "mc"),
+        default=TrainConfig.kl,
+        help="KL term of the ELBO: closed form where registered ('auto', the default), always the "
+        "closed form ('analytic') or always Monte Carlo ('mc')",
+    )
+    parser.add_argument(
+        "--kl-gradient",
+        choices=("total", "path"),
+        default=TrainConfig.kl_gradient,
+        help="gradient of a Monte Carlo KL: the total reparameterised gradient ('total', the "
+        "default) or its path-derivative part ('path', sticking the landing). It changes only "
+        "runs whose KL is Monte Carlo (planar, radial and NICE flows, or every run with --kl mc); "
+        "the others train as with 'total', in their own folders",
     )
     parser.add_argument(
         "--list", action="store_true", help="show each run's folder and state, train nothing"
@@ -737,6 +784,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--batch-size must be a positive integer, got {args.batch_size}")
     if args.kl_warmup < 0:
         parser.error(f"--kl-warmup must be 0 or more epochs, got {args.kl_warmup:g}")
+    if args.kl_gradient == "path" and args.kl == "analytic":
+        parser.error(
+            "--kl-gradient path acts on a Monte Carlo KL, and --kl analytic leaves none: "
+            "use --kl mc (or auto) with it"
+        )
     if args.only:
         tables = TABLES if args.table == "all" else (args.table,)
         runs = {row.run for name in tables for row in build_table(name, "full").rows}

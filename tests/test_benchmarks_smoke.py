@@ -237,15 +237,22 @@ def test_committed_full_runs_are_still_recognised_as_finished(tmp_path):
     assert summaries, f"no committed full-mode summaries under {committed / 'full'}"
     out = tmp_path / "results"
     shutil.copytree(committed, out)
-    # runs trained with --batch-size / --kl-warmup / --seeds are listed under those flags
-    groups: dict[tuple[int, float], set[int]] = {}
+    # runs trained with --batch-size / --kl-warmup / --kl / --kl-gradient / --seeds are listed
+    # under those flags
+    groups: dict[tuple[int, float, str, str], set[int]] = {}
     for summary in summaries:
         config = json.loads(summary.read_text(encoding="utf-8"))["config"]
-        key = (config["batch_size"], config["kl_warmup"])
+        key = (
+            config["batch_size"],
+            config["kl_warmup"],
+            config.get("kl", "auto"),
+            config.get("kl_gradient", "total"),
+        )
         groups.setdefault(key, set()).add(config["seed"])
     done = set()
-    for (batch_size, kl_warmup), seeds in groups.items():
+    for (batch_size, kl_warmup, kl, kl_gradient), seeds in groups.items():
         flags = ["--batch-size", str(batch_size), "--kl-warmup", f"{kl_warmup:g}"]
+        flags += ["--kl", kl, "--kl-gradient", kl_gradient]
         flags += ["--seeds", *map(str, sorted(seeds))]
         listed = _run_script(REPRODUCE, "all", "--list", "--out", str(out), *flags, cwd=tmp_path)
         assert listed.returncode == 0, listed.stderr[-3000:]
@@ -297,3 +304,28 @@ def test_reproduce_batch_size_and_warmup_get_their_own_folders_and_tables(tmp_pa
     bad = _run_script(REPRODUCE, "product", *flags, "--batch-size", "0", cwd=tmp_path)
     assert bad.returncode == 2
     assert "--batch-size must be a positive integer, got 0" in bad.stderr
+
+
+def test_reproduce_kl_estimator_gets_its_own_folders_and_tables(tmp_path):
+    """``--kl mc --kl-gradient path`` trains in its own folder with those settings, names its table
+    after them and states them in the protocol line; a path gradient without a Monte Carlo KL is
+    refused."""
+    flags = ("--smoke", "--threads", "1", "--no-progress", "--out", str(tmp_path))
+    only = ("--only", "caltech101/vmf:9")
+    estimator = ("--kl", "mc", "--kl-gradient", "path")
+    result = _run_script(REPRODUCE, "product", *flags, *only, *estimator, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "the Monte Carlo KL in every run, the path-derivative gradient" in result.stdout
+    table = tmp_path / "smoke" / "tables" / "product_kl_mc_path_gradient.md"
+    assert "the Monte Carlo KL in every run" in table.read_text(encoding="utf-8")
+    folder = tmp_path / "smoke" / "caltech101" / "vmf_9_kl_mc_path_gradient" / "seed0"
+    config = json.loads((folder / "summary.json").read_text(encoding="utf-8"))["config"]
+    assert (config["kl"], config["kl_gradient"]) == ("mc", "path")
+    assert not (tmp_path / "smoke" / "caltech101" / "vmf_9").exists()
+    listed = _run_script(REPRODUCE, "product", *flags, *only, *estimator, "--list", cwd=tmp_path)
+    assert f"done     caltech101 vmf:9 seed 0: {folder}" in listed.stdout
+    bad = _run_script(
+        REPRODUCE, "product", *flags, "--kl", "analytic", "--kl-gradient", "path", cwd=tmp_path
+    )
+    assert bad.returncode == 2
+    assert "--kl-gradient path acts on a Monte Carlo KL" in bad.stderr
