@@ -93,7 +93,7 @@ import statistics
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -387,6 +387,13 @@ def build_table(name: str, mode: str) -> Table:
     raise ValueError(f"unknown table {name!r}; choose from {', '.join(TABLES)} or all")
 
 
+#: how the protocol line names a non-default ``--kl``
+KL_DESCRIPTIONS = {
+    "analytic": "closed-form KL in every run (runs without one fail)",
+    "mc": "Monte Carlo KL in every run",
+}
+
+
 @dataclass(frozen=True)
 class Settings:
     """Command-line settings that change what a run trains. Runs with non-default settings get their
@@ -399,7 +406,12 @@ class Settings:
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Settings:
-        return cls(args.batch_size, args.kl_warmup, args.kl, args.kl_gradient)
+        return cls(
+            batch_size=args.batch_size,
+            kl_warmup=args.kl_warmup,
+            kl=args.kl,
+            kl_gradient=args.kl_gradient,
+        )
 
     def suffix(self) -> str:
         """The folder / table-name suffix ("" for the defaults)."""
@@ -428,13 +440,6 @@ class Settings:
         return text
 
 
-#: how the protocol line names a non-default ``--kl``
-KL_DESCRIPTIONS = {
-    "analytic": "closed-form KL in every run (runs without one fail)",
-    "mc": "Monte Carlo KL in every run",
-}
-
-
 # --------------------------------------------------------------------------------------------------
 # running (with reuse and resume)
 # --------------------------------------------------------------------------------------------------
@@ -461,10 +466,7 @@ class Runner:
             dataset=run.dataset,
             latent=run.latent,
             seed=seed,
-            kl_warmup=a.kl_warmup,
-            batch_size=a.batch_size,
-            kl=a.kl,
-            kl_gradient=a.kl_gradient,
+            **asdict(self.settings),
             threads=a.threads,
             device=a.device,
             data_dir=str(a.data_dir) if a.data_dir else None,
