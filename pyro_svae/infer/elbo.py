@@ -29,11 +29,14 @@ the guide is far from the prior, or a flow step is close to singular (which make
 :math:`\nabla_z \log q` large), its variance can exceed the total gradient's. For a flow,
 :mod:`pyro_svae.infer.path_gradient` computes :math:`\nabla_{z_K} \log q_K(z_K)` from the forward
 pass without inverting any step, so planar and radial flows are covered. Sites it does not apply to
-(a support other than real vectors, e.g. a sphere) keep the total gradient.
+(a support other than real vectors, e.g. a sphere) keep the total gradient. With ``kl="auto"`` a site
+whose KL has a closed form keeps it, and the path gradient does not reach it (a warning says so once
+per site); ``kl="mc"`` applies it everywhere, and ``kl="analytic"`` with it is an error.
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import pyro.poutine as poutine
@@ -51,6 +54,10 @@ __all__ = ["KL_GRADIENTS", "KL_MODES", "AnnealedELBO", "CapacitySchedule", "ELBO
 
 KL_MODES = ("auto", "analytic", "mc")
 KL_GRADIENTS = ("total", "path")
+PATH_NEEDS_MC = (
+    "kl_gradient='path' acts on a Monte Carlo KL, and kl='analytic' uses none: use kl='mc' "
+    "(or 'auto', where it reaches the sites that have no closed form)"
+)
 
 
 @dataclass(frozen=True)
@@ -118,6 +125,8 @@ class AnnealedELBO(Trace_ELBO):
             raise ValueError(f"kl must be one of {KL_MODES}, got {kl!r}")
         if kl_gradient not in KL_GRADIENTS:
             raise ValueError(f"kl_gradient must be one of {KL_GRADIENTS}, got {kl_gradient!r}")
+        if kl_gradient == "path" and kl == "analytic":
+            raise ValueError(PATH_NEEDS_MC)
         super().__init__(**kwargs)
         self.beta = float(beta)
         self.warmup_steps = int(warmup_steps)
@@ -127,6 +136,7 @@ class AnnealedELBO(Trace_ELBO):
         self.data_plate = data_plate
         self.step = 0
         self.last_terms: ELBOTerms | None = None
+        self._closed_form_sites: set[str] = set()  # sites already warned about (path + closed form)
 
     # -- schedule ------------------------------------------------------------------------------
 
@@ -179,9 +189,23 @@ class AnnealedELBO(Trace_ELBO):
                         "use kl='auto' or kl='mc'"
                     ) from None
             else:
+                if self.kl_gradient == "path":
+                    self._warn_path_unused(guide_site["name"])
                 return scale_and_mask(kl, scale=guide_site["scale"], mask=guide_site["mask"]).sum()
         log_q = self._log_prob_sum(guide_site, path=self.kl_gradient == "path")
         return log_q - self._log_prob_sum(model_site)
+
+    def _warn_path_unused(self, name: str) -> None:
+        """Warn once per site that ``kl_gradient="path"`` does not reach its closed-form KL."""
+        if name in self._closed_form_sites:
+            return
+        self._closed_form_sites.add(name)
+        warnings.warn(
+            f"kl_gradient='path' has no effect on site {name!r}: its KL is in closed form "
+            "(kl='auto'). Pass kl='mc' to train it with the Monte Carlo KL and the path gradient.",
+            UserWarning,
+            stacklevel=2,
+        )
 
     def _num_data(self, model_trace) -> int:
         for site in model_trace.nodes.values():

@@ -14,7 +14,7 @@ import torch
 from pyro_svae.data import DATASETS
 from pyro_svae.flows import parse_flow_spec
 from pyro_svae.flows.sphere import DEFAULT_MIXTURE_COMPONENTS
-from pyro_svae.infer.elbo import KL_GRADIENTS, KL_MODES
+from pyro_svae.infer.elbo import KL_GRADIENTS, KL_MODES, PATH_NEEDS_MC
 from pyro_svae.latent_spec import parse_latent_spec
 from pyro_svae.models.vae import LIKELIHOODS
 
@@ -193,6 +193,8 @@ class TrainConfig:
             raise bad("kl", "'auto', 'analytic' or 'mc'")
         if self.kl_gradient not in KL_GRADIENTS:
             raise bad("kl_gradient", "'total' or 'path'")
+        if self.kl_gradient == "path" and self.kl == "analytic":
+            raise ValueError(PATH_NEEDS_MC)
         try:
             parse_flow_spec(self.flow, self.flow_type)
         except (TypeError, ValueError) as err:

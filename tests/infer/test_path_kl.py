@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pyro
 import pyro.distributions as dist
 import pytest
@@ -14,6 +16,7 @@ from pyro_svae.distributions import HypersphericalUniform, PowerSpherical, VonMi
 from pyro_svae.infer import AnnealedELBO
 from pyro_svae.infer.path_gradient import _generic, _inverse_jacobian_product, path_log_prob
 from pyro_svae.models import FlowVAE
+from pyro_svae.train import TrainConfig
 
 
 def _flow_log_q_from_base(q, z0):
@@ -242,3 +245,29 @@ def test_sphere_flows_keep_the_total_gradient():
 def test_bad_kl_gradient_is_rejected():
     with pytest.raises(ValueError, match="kl_gradient must be one of"):
         AnnealedELBO(kl_gradient="score")
+
+
+def test_path_gradient_with_a_closed_form_kl_is_refused_or_flagged():
+    """``kl="analytic"`` leaves the path gradient nothing to act on: an error. With ``kl="auto"`` a
+    site whose KL has a closed form keeps it, and a warning (once per site) points to ``kl="mc"``;
+    with ``kl="mc"``, or on a flow (no closed form), there is nothing to warn about."""
+    with pytest.raises(ValueError, match="kl='analytic' uses none: use kl='mc'"):
+        AnnealedELBO(kl="analytic", kl_gradient="path")
+    with pytest.raises(ValueError, match="kl='analytic' uses none"):
+        TrainConfig(kl="analytic", kl_gradient="path")
+    x = (torch.rand(8, 12) < 0.5).float()
+    plain = FlowVAE("normal:4", 12, hidden=(16,))
+    elbo = AnnealedELBO(kl_gradient="path")
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        for _ in range(2):
+            elbo.loss(plain.model, plain.guide, x)
+    messages = [str(w.message) for w in record if "kl_gradient='path'" in str(w.message)]
+    assert len(messages) == 1, messages
+    assert "no effect on site 'z'" in messages[0]
+    assert "Pass kl='mc'" in messages[0]
+    flow = FlowVAE("normal:4", 12, flow="planar:2", flow_type="amortized", hidden=(16,))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        AnnealedELBO(kl="mc", kl_gradient="path").loss(plain.model, plain.guide, x)
+        AnnealedELBO(kl_gradient="path").loss(flow.model, flow.guide, x)
