@@ -448,7 +448,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         probe = TrainConfig(**{k: v for k, v in given.items() if k != "resume"})
         checkpoint = probe.run_dir / "checkpoint.pt"
         if checkpoint.exists():
-            base = dict(load_checkpoint(checkpoint)["config"])
+            # from_dict: fields the checkpoint predates take the values they had then
+            base = TrainConfig.from_dict(load_checkpoint(checkpoint)["config"]).to_dict()
             base.update(resume=False, overwrite=False, out=str(probe.run_dir))
             base.pop("progress")  # presentation: this invocation's choice
             base.pop("distributed", None)  # how this invocation was launched

@@ -8,6 +8,7 @@ import json
 import pytest
 
 from pyro_svae.train import TrainConfig, resume_conflicts
+from pyro_svae.train.config import VALUES_BEFORE_FIELD_EXISTED
 from pyro_svae.train.device import resolve_device
 
 
@@ -78,3 +79,20 @@ def test_resolve_device():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA is not available"):
             resolve_device("cuda")
+
+
+def test_absent_fields_take_the_value_they_had_when_introduced(monkeypatch):
+    """A saved config without a field predates it: it is read with the field's original value from
+    ``VALUES_BEFORE_FIELD_EXISTED``, not with the current default. Every field needs one."""
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    assert set(VALUES_BEFORE_FIELD_EXISTED) == names
+    old = TrainConfig(latent="normal:40", flow="planar:2").to_dict()
+    for name in ("kl", "kl_gradient", "mixture_components"):
+        del old[name]
+    restored = TrainConfig.from_dict(old)
+    assert (restored.kl, restored.kl_gradient, restored.mixture_components) == ("auto", "total", 4)
+    assert (restored.latent, restored.flow) == ("normal:40", "planar:2")  # present keys win
+    # the table, not the dataclass default, decides: as if "path" had been the original value
+    monkeypatch.setitem(VALUES_BEFORE_FIELD_EXISTED, "kl_gradient", "path")
+    assert TrainConfig().kl_gradient == "total"
+    assert TrainConfig.from_dict(old).kl_gradient == "path"
