@@ -86,6 +86,7 @@ Published numbers are the papers' means over several runs; ours are the mean ove
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import math
 import re
@@ -668,6 +669,21 @@ def render(
 # --------------------------------------------------------------------------------------------------
 
 
+def _progress(folder: Path) -> str:
+    """How far an unfinished run got, from its ``metrics.csv``: epochs and best validation ELBO."""
+    try:
+        with (folder / "metrics.csv").open(encoding="utf-8") as handle:
+            rows = list(csv.DictReader(handle))
+        last = rows[-1]
+        best = next(row for row in rows if row["epoch"] == last["best_epoch"])
+        return (
+            f"after epoch {last['epoch']}, best validation ELBO "
+            f"{_fmt(float(best['val_elbo']))} at epoch {best['epoch']}"
+        )
+    except (OSError, IndexError, KeyError, ValueError, StopIteration):
+        return "no epoch recorded"
+
+
 def run_table(name: str, runner: Runner, args: argparse.Namespace) -> str:
     table = build_table(name, args.mode)
     if args.list:
@@ -675,8 +691,11 @@ def run_table(name: str, runner: Runner, args: argparse.Namespace) -> str:
         for row in table.rows:
             for seed in args.seeds:
                 config = runner.config(row.run, seed)
+                state = runner.state(config)
+                progress = f" ({_progress(config.run_dir)})" if state == "partial" else ""
                 print(
-                    f"{runner.state(config):8s} {row.run.dataset} {row.run.name} seed {seed}: {config.run_dir}"
+                    f"{state:8s} {row.run.dataset} {row.run.name} seed {seed}{progress}: "
+                    f"{config.run_dir}"
                 )
         return ""
     results = [[runner.get(row.run, seed) for seed in args.seeds] for row in table.rows]

@@ -198,6 +198,20 @@ def test_reproduce_list_trains_nothing(tmp_path):
     assert not list(tmp_path.rglob("checkpoint.pt"))
 
 
+def test_reproduce_list_shows_how_far_an_unfinished_run_got(tmp_path):
+    folder = tmp_path / "smoke" / "caltech101" / "vmf_9" / "seed0"
+    folder.mkdir(parents=True)
+    (folder / "checkpoint.pt").write_bytes(b"")  # an interrupted run: a checkpoint, no summary
+    (folder / "metrics.csv").write_text(
+        "epoch,val_elbo,best_epoch\n1,-150.5,1\n2,-140.25,2\n3,-141.0,2\n", encoding="utf-8"
+    )
+    flags = ("--smoke", "--list", "--out", str(tmp_path), "--only", "caltech101/vmf:9")
+    result = _run_script(REPRODUCE, "product", *flags, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    expected = "(after epoch 3, best validation ELBO −140.25 at epoch 2)"
+    assert f"partial  caltech101 vmf:9 seed 0 {expected}: {folder}" in result.stdout
+
+
 def test_evaluation_benchmark_quick(tmp_path):
     result = _run_script(EVALUATION, "--quick", "--threads", "1", cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
