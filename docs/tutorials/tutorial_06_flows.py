@@ -205,9 +205,10 @@ assert torch.equal(model_trace.nodes["z"]["value"], guide_trace.nodes["z"]["valu
 # :math:`\nabla_{z_K} \log q_K` is computed from the forward pass without inverting any step, so
 # planar flows get it too. At the trained parameters of our d = 40 dynamic-MNIST runs its gradient
 # had 0.37–0.61 times the variance of the default gradient, and of the closed-form KL too where one
-# exists. In 60-epoch runs it trained planar flows and the flow-free Gaussian faster than either;
-# trained to convergence, the flow-free Gaussian with ``kl="mc", kl_gradient="path"`` ended 0.26 nats
-# of test log-likelihood above the closed-form KL (one seed; ``docs/results.md``).
+# exists. Trained to convergence, the flow-free Gaussian with ``kl="mc", kl_gradient="path"`` ended
+# 0.26 nats of test log-likelihood above the closed-form KL (one seed; ``docs/results.md``). Planar
+# flows are the exception: trained planar steps come close to singular, where the path gradient is
+# huge, and a planar run with it had loss spikes of up to 15 nats that the default gradient never gave.
 #
 # Training on a small subset of MNIST
 # -----------------------------------

@@ -31,7 +31,9 @@ the guide is far from the prior, or a flow step is close to singular (which make
 pass without inverting any step, so planar and radial flows are covered. Sites it does not apply to
 (a support other than real vectors, e.g. a sphere) keep the total gradient. With ``kl="auto"`` a site
 whose KL has a closed form keeps it, and the path gradient does not reach it (a warning says so once
-per site); ``kl="mc"`` applies it everywhere, and ``kl="analytic"`` with it is an error.
+per site); ``kl="mc"`` applies it everywhere, and ``kl="analytic"`` with it is an error. On planar
+flows it warns too: trained planar steps come close to singular, and there the path gradient's
+heavy tail made training unstable in our runs.
 """
 
 from __future__ import annotations
@@ -41,7 +43,9 @@ from dataclasses import dataclass
 
 import pyro.poutine as poutine
 import torch
+from pyro.distributions import TransformedDistribution
 from pyro.distributions.kl import kl_divergence
+from pyro.distributions.transforms.planar import ConditionedPlanar
 from pyro.distributions.util import scale_and_mask
 from pyro.infer import Trace_ELBO
 from pyro.infer.util import is_validation_enabled, torch_item
@@ -54,6 +58,18 @@ __all__ = ["KL_GRADIENTS", "KL_MODES", "AnnealedELBO", "CapacitySchedule", "ELBO
 
 KL_MODES = ("auto", "analytic", "mc")
 KL_GRADIENTS = ("total", "path")
+#: what ``kl_gradient="path"`` warns about, once per site
+PATH_WARNINGS = {
+    "closed form": (
+        "kl_gradient='path' has no effect on site {name!r}: its KL is in closed form (kl='auto'). "
+        "Pass kl='mc' to train it with the Monte Carlo KL and the path gradient."
+    ),
+    "planar": (
+        "kl_gradient='path' on site {name!r}, a planar flow: trained planar steps come close to "
+        "singular, where the path gradient is very large, and in our runs it made the training loss "
+        "jump (docs/results.md); kl_gradient='total' has no such tail."
+    ),
+}
 PATH_NEEDS_MC = (
     "kl_gradient='path' acts on a Monte Carlo KL, and kl='analytic' uses none: use kl='mc' "
     "(or 'auto', where it reaches the sites that have no closed form)"
@@ -87,6 +103,13 @@ class ELBOTerms:
     loss: float
     kl_weight: float
     capacity: float | None
+
+
+def _has_planar_step(fn) -> bool:
+    """Whether ``fn`` is a flow with a planar step (static or amortized)."""
+    return isinstance(fn, TransformedDistribution) and any(
+        isinstance(t, ConditionedPlanar) for t in fn.transforms
+    )
 
 
 class AnnealedELBO(Trace_ELBO):
@@ -136,7 +159,7 @@ class AnnealedELBO(Trace_ELBO):
         self.data_plate = data_plate
         self.step = 0
         self.last_terms: ELBOTerms | None = None
-        self._closed_form_sites: set[str] = set()  # sites already warned about (path + closed form)
+        self._warned: set[tuple[str, str]] = set()  # (site, reason) pairs already warned about
 
     # -- schedule ------------------------------------------------------------------------------
 
@@ -190,22 +213,19 @@ class AnnealedELBO(Trace_ELBO):
                     ) from None
             else:
                 if self.kl_gradient == "path":
-                    self._warn_path_unused(guide_site["name"])
+                    self._warn_once(guide_site["name"], "closed form")
                 return scale_and_mask(kl, scale=guide_site["scale"], mask=guide_site["mask"]).sum()
+        if self.kl_gradient == "path" and _has_planar_step(guide_site["fn"]):
+            self._warn_once(guide_site["name"], "planar")
         log_q = self._log_prob_sum(guide_site, path=self.kl_gradient == "path")
         return log_q - self._log_prob_sum(model_site)
 
-    def _warn_path_unused(self, name: str) -> None:
-        """Warn once per site that ``kl_gradient="path"`` does not reach its closed-form KL."""
-        if name in self._closed_form_sites:
+    def _warn_once(self, name: str, reason: str) -> None:
+        """Warn once per site and reason about ``kl_gradient="path"`` (see :data:`PATH_WARNINGS`)."""
+        if (name, reason) in self._warned:
             return
-        self._closed_form_sites.add(name)
-        warnings.warn(
-            f"kl_gradient='path' has no effect on site {name!r}: its KL is in closed form "
-            "(kl='auto'). Pass kl='mc' to train it with the Monte Carlo KL and the path gradient.",
-            UserWarning,
-            stacklevel=2,
-        )
+        self._warned.add((name, reason))
+        warnings.warn(PATH_WARNINGS[reason].format(name=name), UserWarning, stacklevel=3)
 
     def _num_data(self, model_trace) -> int:
         for site in model_trace.nodes.values():
