@@ -207,8 +207,8 @@ assert torch.equal(model_trace.nodes["z"]["value"], guide_trace.nodes["z"]["valu
 # had 0.37–0.61 times the variance of the default gradient, and of the closed-form KL too where one
 # exists. Trained to convergence, the flow-free Gaussian with ``kl="mc", kl_gradient="path"`` ended
 # 0.26 nats of test log-likelihood above the closed-form KL (one seed; ``docs/results.md``). Planar
-# flows are the exception: trained planar steps come close to singular, where the path gradient is
-# huge, and a planar run with it had loss spikes of up to 15 nats that the default gradient never gave.
+# flows are the exception: there the path gradient has a heavy tail (cause not known), and a planar
+# run with it had loss spikes of up to 15 nats that the default gradient never gave.
 #
 # Training on a small subset of MNIST
 # -----------------------------------

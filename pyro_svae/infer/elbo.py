@@ -32,8 +32,7 @@ pass without inverting any step, so planar and radial flows are covered. Sites i
 (a support other than real vectors, e.g. a sphere) keep the total gradient. With ``kl="auto"`` a site
 whose KL has a closed form keeps it, and the path gradient does not reach it (a warning says so once
 per site); ``kl="mc"`` applies it everywhere, and ``kl="analytic"`` with it is an error. On planar
-flows it warns too: trained planar steps come close to singular, and there the path gradient's
-heavy tail made training unstable in our runs.
+flows it warns too: there the path gradient had a heavy tail that made training unstable in our runs.
 """
 
 from __future__ import annotations
@@ -65,9 +64,9 @@ PATH_WARNINGS = {
         "Pass kl='mc' to train it with the Monte Carlo KL and the path gradient."
     ),
     "planar": (
-        "kl_gradient='path' on site {name!r}, a planar flow: trained planar steps come close to "
-        "singular, where the path gradient is very large, and in our runs it made the training loss "
-        "jump (docs/results.md); kl_gradient='total' has no such tail."
+        "kl_gradient='path' on site {name!r}, a planar flow: on trained planar flows the path "
+        "gradient had a heavy tail that made the training loss jump in our runs (docs/results.md); "
+        "kl_gradient='total' has no such tail."
     ),
 }
 PATH_NEEDS_MC = (

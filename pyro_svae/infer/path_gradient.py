@@ -60,10 +60,16 @@ def _params(transform):
     return params() if callable(params) else params
 
 
-def _planar(t: ConditionedPlanar, x: Tensor, v: Tensor) -> Tensor:
+def planar_jacobian_factors(t: ConditionedPlanar, x: Tensor) -> tuple[Tensor, Tensor]:
+    """``(a, b)`` with the planar step's Jacobian ``J = I + a b^T`` at its inputs ``x``, so that
+    ``det J = 1 + b^T a`` (Pyro's constraint on ``a = û`` keeps it >= 0)."""
     bias, u, w = _params(t)
     act = torch.tanh((w * x).sum(-1, keepdim=True) + bias)
-    a, b = t.u_hat(u, w), (1 - act.pow(2)) * w  # J = I + a b^T
+    return t.u_hat(u, w), (1 - act.pow(2)) * w
+
+
+def _planar(t: ConditionedPlanar, x: Tensor, v: Tensor) -> Tensor:
+    a, b = planar_jacobian_factors(t, x)
     return v - (v * a).sum(-1, keepdim=True) * b / (1 + (b * a).sum(-1, keepdim=True))
 
 

@@ -276,8 +276,8 @@ def test_path_gradient_with_a_closed_form_kl_is_refused_or_flagged():
 
 @pytest.mark.parametrize("flow_type", ["static", "amortized"])
 def test_path_gradient_on_a_planar_flow_warns_once(flow_type):
-    """Trained planar steps come close to singular, where the path gradient has a heavy tail: the
-    ELBO says so, once per site; the total gradient does not warn."""
+    """On trained planar flows the path gradient had a heavy tail: the ELBO says so, once per site;
+    the total gradient does not warn."""
     x = (torch.rand(8, 12) < 0.5).float()
     vae = FlowVAE("normal:4", 12, flow="radial:1+planar:2", flow_type=flow_type, hidden=(16,))
     elbo = AnnealedELBO(kl_gradient="path")

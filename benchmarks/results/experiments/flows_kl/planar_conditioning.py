@@ -16,13 +16,13 @@ from pathlib import Path
 
 import torch
 from pyro.distributions.transforms.planar import ConditionedPlanar
-from torch.nn import functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from active_units import load_model
 
 from pyro_svae.data import load_splits
+from pyro_svae.infer.path_gradient import planar_jacobian_factors
 
 IMAGES = 5000
 DRAWS = 4
@@ -31,11 +31,8 @@ QUANTILES = (1e-4, 1e-3, 1e-2, 0.5)
 
 def step_determinants(transform: ConditionedPlanar, x: torch.Tensor) -> torch.Tensor:
     """1 + h'(wᵀx + b) wᵀû of one planar step at its inputs ``x``."""
-    u, w, b = transform._params() if callable(transform._params) else transform._params
-    alpha = (u * w).sum(-1, keepdim=True)  # Pyro's u_hat, written to broadcast over the draws
-    u_hat = u + (F.softplus(alpha) - 1 - alpha) * w / w.pow(2).sum(-1, keepdim=True)
-    slope = 1 - torch.tanh((w * x).sum(-1, keepdim=True) + b).pow(2)
-    return (1 + slope * (w * u_hat).sum(-1, keepdim=True)).squeeze(-1)
+    a, b = planar_jacobian_factors(transform, x)
+    return 1 + (a * b).sum(-1)
 
 
 @torch.no_grad()
