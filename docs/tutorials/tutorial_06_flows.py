@@ -207,8 +207,10 @@ assert torch.equal(model_trace.nodes["z"]["value"], guide_trace.nodes["z"]["valu
 # had 0.37–0.61 times the variance of the default gradient, and of the closed-form KL too where one
 # exists. Trained to convergence, the flow-free Gaussian with ``kl="mc", kl_gradient="path"`` ended
 # 0.26 nats of test log-likelihood above the closed-form KL (one seed; ``docs/results.md``). Planar
-# flows are the exception: there the path gradient has a heavy tail (cause not known), and a planar
-# run with it had loss spikes of up to 15 nats that the default gradient never gave.
+# flows are the exception. There the path gradient has a heavy tail: rare draws pass through a step that
+# nearly collapses one direction, and the path gradient multiplies the score by that step's inverse
+# Jacobian, up to several hundredfold. A planar run with it had loss spikes of up to 15 nats that the
+# default gradient never gave.
 #
 # Training on a small subset of MNIST
 # -----------------------------------

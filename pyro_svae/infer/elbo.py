@@ -32,7 +32,8 @@ pass without inverting any step, so planar and radial flows are covered. Sites i
 (a support other than real vectors, e.g. a sphere) keep the total gradient. With ``kl="auto"`` a site
 whose KL has a closed form keeps it, and the path gradient does not reach it (a warning says so once
 per site); ``kl="mc"`` applies it everywhere, and ``kl="analytic"`` with it is an error. On planar
-flows it warns too: there the path gradient had a heavy tail that made training unstable in our runs.
+flows it warns too: rare draws through a step that nearly collapses one direction multiply the path
+gradient by up to several hundred (the step's inverse Jacobian), which made training unstable in our runs.
 """
 
 from __future__ import annotations
@@ -64,9 +65,10 @@ PATH_WARNINGS = {
         "Pass kl='mc' to train it with the Monte Carlo KL and the path gradient."
     ),
     "planar": (
-        "kl_gradient='path' on site {name!r}, a planar flow: on trained planar flows the path "
-        "gradient had a heavy tail that made the training loss jump in our runs (docs/results.md); "
-        "kl_gradient='total' has no such tail."
+        "kl_gradient='path' on site {name!r}, a planar flow: on trained planar flows, rare draws "
+        "through a step that nearly collapses one direction multiply the path gradient by up to "
+        "several hundred, and such draws made the training loss jump in our runs "
+        "(docs/results.md); kl_gradient='total' has no such tail."
     ),
 }
 PATH_NEEDS_MC = (

@@ -1,16 +1,23 @@
-"""How close to singular the steps of a trained planar flow are (docs/results.md, "The path-derivative
-KL gradient").
+"""How close to singular the steps of a trained planar flow are, and how much they stretch the score
+that the path gradient carries (docs/results.md, "The path-derivative KL gradient").
 
-A planar step z' = z + û tanh(wᵀz + b) has Jacobian determinant 1 + h'(wᵀz + b) wᵀû with
-h' = 1 − tanh², and Pyro's constraint on û keeps wᵀû ≥ −1, so the determinant is ≥ 0 but reaches 0
-when wᵀû → −1 and wᵀz + b → 0. The path gradient multiplies by each step's inverse Jacobian, so a
-determinant near 0 makes it large. For each ``best.pt`` given, on 5000 training images (dynamic
-MNIST, binarized with a fixed seed) and 4 draws per image, this prints quantiles of the smallest
-determinant over the flow's steps, per draw, and the fractions of draws below 0.01 and 0.05.
+A planar step z' = z + û tanh(wᵀz + b) has the Jacobian J = I + a bᵀ with a = û, b = h'(wᵀz + b) w,
+h' = 1 − tanh². Its determinant is 1 + bᵀa (Pyro's constraint on û keeps it ≥ 0), but the
+determinant alone does not say how much J⁻¹ stretches: on span{a, b} its largest singular value is
+about |a|·|b| / det, so a step with a moderate determinant and a large |û|·|w| can still stretch one
+direction a hundredfold. The path gradient carries the score g_k = ∇ log q_k(z_k) = g_{k−1}ᵀ J_k⁻¹
+through every step (``pyro_svae.infer.path_gradient``).
 
-    python benchmarks/results/experiments/flows_kl/planar_conditioning.py RUN/best.pt [...]
+For each ``best.pt`` given, on 5000 training images (dynamic MNIST, binarized with a fixed seed) and
+``--draws`` draws per image, this prints, over all (image, draw) pairs: quantiles of the smallest
+step determinant per pair (low quantiles), of the largest singular value of any step's J⁻¹ per pair
+and of the score's amplification |g_K| / |g_0| through the flow (high quantiles); then how many
+pairs have a step stretching by more than 10, and over how many distinct images they fall.
+
+    python benchmarks/results/experiments/flows_kl/planar_conditioning.py RUN/best.pt [...] [--draws 40]
 """
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -25,8 +32,8 @@ from pyro_svae.data import load_splits
 from pyro_svae.infer.path_gradient import planar_jacobian_factors
 
 IMAGES = 5000
-DRAWS = 4
-QUANTILES = (1e-4, 1e-3, 1e-2, 0.5)
+CHUNK = 250
+STRETCH = 10.0
 
 
 def step_determinants(transform: ConditionedPlanar, x: torch.Tensor) -> torch.Tensor:
@@ -35,37 +42,77 @@ def step_determinants(transform: ConditionedPlanar, x: torch.Tensor) -> torch.Te
     return 1 + (a * b).sum(-1)
 
 
-@torch.no_grad()
-def main(paths: list[str]) -> None:
-    torch.set_num_threads(1)
+def largest_singular_value_of_rank_one_update(c: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+    """σ_max(I + c dᵀ): on span{c, d} the eigenvalues of MᵀM sum to 2 + 2cᵀd + |c|²|d|² and
+    multiply to (1 + cᵀd)²; every other singular value is 1."""
+    cd = (c * d).sum(-1)
+    trace = 2 + 2 * cd + c.pow(2).sum(-1) * d.pow(2).sum(-1)
+    disc = (trace.pow(2) - 4 * (1 + cd).pow(2)).clamp_min(0)
+    return ((trace + disc.sqrt()) / 2).sqrt().clamp_min(1.0)
+
+
+def pair_statistics(vae, xb: torch.Tensor, draws: int) -> tuple[torch.Tensor, ...]:
+    """Per (draw, image): smallest step determinant, largest σ_max(J_k⁻¹), |g_K| / |g_0|."""
+    with torch.enable_grad():
+        q = vae.posteriors(xb)[0]
+        z = q.rsample((draws,))  # fills every step's cache with its input
+        z0 = q.transforms[0]._cached_x_y[0]
+        (g,) = torch.autograd.grad(q.log_prob(z).sum(), z0)  # g_0, as the path gradient takes it
+    g0_norm = g.norm(dim=-1)
+    dets, stretches = [], []
+    with torch.no_grad():
+        for t in q.transforms:
+            a, b = planar_jacobian_factors(t, t._cached_x_y[0])
+            det = 1 + (a * b).sum(-1)
+            dets.append(det)
+            stretches.append(largest_singular_value_of_rank_one_update(-a / det.unsqueeze(-1), b))
+            g = g - (g * a).sum(-1, keepdim=True) * b / det.unsqueeze(-1)  # g_k = g_{k-1}ᵀ J_k⁻¹
+    smallest = torch.stack(dets, -1).amin(-1)
+    largest = torch.stack(stretches, -1).amax(-1)
+    return smallest, largest, g.norm(dim=-1) / g0_norm
+
+
+def quantiles(values: torch.Tensor, qs: tuple[float, ...]) -> str:
+    v = torch.quantile(values.double().flatten(), torch.tensor(qs, dtype=torch.float64))
+    return ", ".join(f"{x:.3g}" for x in v.tolist())
+
+
+def main(args: argparse.Namespace) -> None:
+    torch.set_num_threads(args.threads)
     train = load_splits("dynamic_mnist", ("train",))["train"]
     generator = torch.Generator().manual_seed(0)
     index = torch.randperm(len(train), generator=generator)[:IMAGES]
     x = train.draw(index, generator=generator).reshape(IMAGES, -1)
-    print(
-        "run | epoch | smallest step determinant per draw: quantiles "
-        + ", ".join(f"{q:g}" for q in QUANTILES)
-        + " | fraction < 0.01 | fraction < 0.05"
-    )
-    for path in paths:
+    low, high = (1e-5, 1e-4, 1e-3, 0.5), (0.5, 1 - 1e-3, 1 - 1e-4, 1 - 1e-5, 1.0)
+    print(f"{IMAGES} training images × {args.draws} draws = {IMAGES * args.draws} pairs")
+    for path in args.runs:
         vae, epoch = load_model(path, train)
         torch.manual_seed(0)
-        smallest = []
-        for xb in x.split(500):
-            q = vae.posteriors(xb)[0]
-            q.rsample((DRAWS,))  # fills every step's cache with its input
-            dets = [step_determinants(t, t._cached_x_y[0]) for t in q.transforms]
-            smallest.append(torch.stack(dets, -1).amin(-1).flatten())
-        d = torch.cat(smallest)
-        quantiles = torch.quantile(d.double(), torch.tensor(QUANTILES, dtype=torch.float64))
+        rows = [pair_statistics(vae, xb, args.draws) for xb in x.split(CHUNK)]
+        smallest, largest, gain = (torch.cat(parts, dim=1) for parts in zip(*rows, strict=True))
+        stretched = largest > STRETCH
+        images = stretched.any(0).nonzero().flatten()
+        print(f"\n## {path} (epoch {epoch})")
+        print(f"smallest step determinant per pair, quantiles {low}: {quantiles(smallest, low)}")
+        print(f"largest sigma_max(J_k^-1) per pair, quantiles {high}: {quantiles(largest, high)}")
         print(
-            f"{path} | {epoch} | "
-            + ", ".join(f"{v:.2g}" for v in quantiles.tolist())
-            + f" | {(d < 0.01).double().mean().item():.3f} | {(d < 0.05).double().mean().item():.3f}"
+            f"score amplification |g_K|/|g_0| per pair, quantiles {high}: {quantiles(gain, high)}"
         )
+        print(
+            f"pairs with a step stretching > {STRETCH:g}: {int(stretched.sum())} "
+            f"({stretched.double().mean().item():.2g}), over {len(images)} distinct images"
+        )
+        if len(images):
+            rate = stretched[:, images].double().mean(0)
+            print(
+                "  per such image, fraction of its draws: "
+                + ", ".join(f"{r:.3g}" for r in rate.sort(descending=True).values[:10].tolist())
+            )
 
 
 if __name__ == "__main__":
-    if len(sys.argv) < 2:
-        raise SystemExit(__doc__)
-    main(sys.argv[1:])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+", help="best.pt or checkpoint.pt files of planar runs")
+    parser.add_argument("--draws", type=int, default=40)
+    parser.add_argument("--threads", type=int, default=1)
+    main(parser.parse_args())
