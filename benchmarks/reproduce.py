@@ -99,6 +99,7 @@ from pathlib import Path
 from typing import Any
 
 from pyro_svae.data import add_data_dir_argument, load_splits
+from pyro_svae.infer.elbo import KL_GRADIENTS
 from pyro_svae.latent_spec import parse_latent_spec
 from pyro_svae.train import TrainConfig, Trainer
 from pyro_svae.train.evaluation import SUBSET_SEED
@@ -436,8 +437,13 @@ class Settings:
         )
         if self.kl != TrainConfig.kl:
             text += ", the " + KL_DESCRIPTIONS[self.kl]
-        if self.kl_gradient != TrainConfig.kl_gradient:
+        if self.kl_gradient == "path":
             text += ", the path-derivative gradient wherever the KL is Monte Carlo"
+        elif self.kl_gradient == "base_path":
+            text += (
+                ", the path-derivative gradient for the base distribution (the total gradient for "
+                "a flow's parameters) wherever the KL is Monte Carlo"
+            )
         return text
 
 
@@ -775,10 +781,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--kl-gradient",
-        choices=("total", "path"),
+        choices=KL_GRADIENTS,
         default=TrainConfig.kl_gradient,
         help="gradient of a Monte Carlo KL: the total reparameterised gradient ('total', the "
-        "default) or its path-derivative part ('path', sticking the landing). It changes only "
+        "default), its path-derivative part ('path', sticking the landing) or that part for a "
+        "flow's base distribution only ('base_path'). It changes only "
         "runs whose KL is Monte Carlo (planar, radial and NICE flows, or every run with --kl mc); "
         "the others train as with 'total', in their own folders",
     )
@@ -805,10 +812,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--batch-size must be a positive integer, got {args.batch_size}")
     if args.kl_warmup < 0:
         parser.error(f"--kl-warmup must be 0 or more epochs, got {args.kl_warmup:g}")
-    if args.kl_gradient == "path" and args.kl == "analytic":
+    if args.kl_gradient != "total" and args.kl == "analytic":
         parser.error(
-            "--kl-gradient path acts on a Monte Carlo KL, and --kl analytic leaves none: "
-            "use --kl mc (or auto) with it"
+            f"--kl-gradient {args.kl_gradient} acts on a Monte Carlo KL, and --kl analytic leaves "
+            "none: use --kl mc (or auto) with it"
         )
     if args.only:
         tables = TABLES if args.table == "all" else (args.table,)

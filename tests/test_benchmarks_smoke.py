@@ -343,3 +343,12 @@ def test_reproduce_kl_estimator_gets_its_own_folders_and_tables(tmp_path):
     )
     assert bad.returncode == 2
     assert "--kl-gradient path acts on a Monte Carlo KL" in bad.stderr
+    base = ("--kl", "mc", "--kl-gradient", "base_path")
+    listed = _run_script(REPRODUCE, "product", *flags, *only, *base, "--list", cwd=tmp_path)
+    base_folder = tmp_path / "smoke" / "caltech101" / "vmf_9_kl_mc_base_path_gradient" / "seed0"
+    assert f"new      caltech101 vmf:9 seed 0: {base_folder}" in listed.stdout
+    bad = _run_script(
+        REPRODUCE, "product", *flags, "--kl", "analytic", "--kl-gradient", "base_path", cwd=tmp_path
+    )
+    assert bad.returncode == 2
+    assert "--kl-gradient base_path acts on a Monte Carlo KL" in bad.stderr

@@ -17,6 +17,17 @@ the step's structure: Sherman–Morrison for planar (:math:`J = I + h'\,\hat u w
 product of the shift network for NICE couplings, a division for the diagonal scaling. Other
 transforms fall back to the full Jacobian (:math:`d` batched backward passes) and a solve. No step is
 inverted, so planar and radial flows, which have no closed-form inverse, are covered.
+
+:func:`base_path_log_prob` drops the score of the base distribution's parameters only and keeps the
+total gradient for the flow's. It is unbiased too: the score has zero mean for every parameter
+separately, and at a fixed flow output :math:`z_K` the base's parameters enter :math:`\log q_K(z_K)`
+only through :math:`\log q_0(z_0)`, :math:`z_0 = T^{-1}(z_K)`. So it drops
+:math:`\partial \log q_0(z_0) / \partial(\text{base parameters})` at fixed :math:`z_0`, which needs
+no Jacobian at all. The full path gradient multiplies the score by every step's :math:`J_k^{-1}`;
+on trained planar flows rare draws meet a step that nearly collapses one direction, where
+:math:`J_k^{-1}` stretches by hundreds, and that gives its gradient a heavy tail
+(``docs/results.md``). The base-only version has no such factor, and it works for flows on spheres
+too.
 """
 
 from __future__ import annotations
@@ -27,11 +38,12 @@ from pyro.distributions.transforms.householder import ConditionedHouseholder
 from pyro.distributions.transforms.planar import ConditionedPlanar
 from pyro.distributions.transforms.radial import ConditionedRadial
 from torch import Tensor
+from torch.distributions.utils import _sum_rightmost
 from torch.nn import functional as F
 
 from pyro_svae.flows.euclidean import AdditiveCoupling, DiagonalScaling, _with_context
 
-__all__ = ["path_log_prob"]
+__all__ = ["base_path_log_prob", "path_log_prob"]
 
 
 def is_real_vector(support) -> bool:
@@ -158,3 +170,26 @@ def path_log_prob(fn, value: Tensor) -> Tensor:
         for t, x in zip(transforms, points, strict=False):
             grad = _inverse_jacobian_product(t, x.detach(), grad)
     return _with_path_gradient(log_q, grad, value, fn.event_dim)
+
+
+def base_path_log_prob(fn, value: Tensor) -> Tensor:
+    r"""``fn.log_prob(value)``, without the score of the base distribution's parameters.
+
+    For a :class:`~pyro.distributions.TransformedDistribution` whose ``value`` was drawn with
+    ``rsample`` in the current autograd graph, the gradient is the total gradient minus
+    :math:`\partial \log q_0(z_0) / \partial(\text{base parameters})` at fixed :math:`z_0` (the
+    flow's parameters keep their total gradient). Without a flow this is :func:`path_log_prob`.
+    Where the flow's points are not cached, the plain ``log_prob`` is returned.
+    """
+    transforms = fn.transforms if isinstance(fn, TransformedDistribution) else []
+    if not transforms:
+        return path_log_prob(fn, value)
+    log_q = fn.log_prob(value)
+    if not (torch.is_grad_enabled() and log_q.requires_grad):
+        return log_q
+    points = _flow_points(fn, value)
+    if points is None:
+        return log_q
+    base_event_dims = fn.event_dim - len(fn.base_dist.event_shape)
+    score = _sum_rightmost(fn.base_dist.log_prob(points[0].detach()), base_event_dims)
+    return log_q - (score - score.detach())

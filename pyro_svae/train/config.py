@@ -215,8 +215,8 @@ class TrainConfig:
         if self.kl not in KL_MODES:
             raise bad("kl", "'auto', 'analytic' or 'mc'")
         if self.kl_gradient not in KL_GRADIENTS:
-            raise bad("kl_gradient", "'total' or 'path'")
-        if self.kl_gradient == "path" and self.kl == "analytic":
+            raise bad("kl_gradient", "'total', 'path' or 'base_path'")
+        if self.kl_gradient != "total" and self.kl == "analytic":
             raise ValueError(PATH_NEEDS_MC)
         try:
             parse_flow_spec(self.flow, self.flow_type)
