@@ -237,7 +237,13 @@ def test_kl_gradient_benchmark_prints_every_case(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     rows = _table_rows(result.stdout)
-    assert rows[0][2:] == ["default (ms)", "path (ms)", "ratio"]
+    assert rows[0][2:] == [
+        "default (ms)",
+        "path (ms)",
+        "base path (ms)",
+        "path / default",
+        "base path / default",
+    ]
     assert [row[0] for row in rows[2:]] == cases
     assert all(float(cell) > 0 for row in rows[2:] for cell in row[2:])
 
