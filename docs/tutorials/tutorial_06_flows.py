@@ -209,7 +209,7 @@ assert torch.equal(model_trace.nodes["z"]["value"], guide_trace.nodes["z"]["valu
 # 0.26 nats of test log-likelihood above the closed-form KL (one seed; ``docs/results.md``). Planar
 # flows are the exception. There the path gradient has a heavy tail: rare draws pass through a step that
 # nearly collapses one direction, and the path gradient multiplies the score by that step's inverse
-# Jacobian, up to several hundredfold. A planar run with it had loss spikes of up to 15 nats that the
+# Jacobian, which stretches it by a hundred to several thousand. A planar run with it had loss spikes of up to 15 nats that the
 # default gradient never gave. ``kl_gradient="base_path"`` keeps the path derivative for the base
 # distribution only and the total gradient for the flow's parameters: unbiased and without that tail,
 # but at trained planar parameters it removed less of the variance (0.84–0.87 of the default's).
