@@ -65,7 +65,7 @@ __all__ = ["KL_GRADIENTS", "KL_MODES", "AnnealedELBO", "CapacitySchedule", "ELBO
 
 KL_MODES = ("auto", "analytic", "mc")
 KL_GRADIENTS = ("total", "path", "base_path")
-#: what ``kl_gradient="path"`` warns about, once per site
+#: what ``kl_gradient="path"`` (and, for closed forms, ``"base_path"``) warns about, once per site
 PATH_WARNINGS = {
     "closed form": (
         "kl_gradient={gradient!r} has no effect on site {name!r}: its KL is in closed form "

@@ -176,6 +176,18 @@ def _kl_gradient_batches(
     return torch.stack(rows)
 
 
+def _assert_same_mean(a: torch.Tensor, b: torch.Tensor, min_coordinates: int) -> None:
+    """Every coordinate that gets a gradient has the same mean in ``a`` and ``b`` (rows: independent
+    batch estimates) within 5 standard errors; coordinates without one are zero in both."""
+    diff = a.mean(0) - b.mean(0)
+    se = (a.var(0) / len(a) + b.var(0) / len(b)).sqrt()
+    moving = se > 0
+    assert moving.sum() >= min_coordinates
+    t_stat = diff[moving] / se[moving]
+    assert t_stat.abs().max() < 5, t_stat
+    assert torch.count_nonzero(diff[~moving]) == 0
+
+
 def test_path_gradient_is_unbiased():
     """The path and the total gradient have the same mean: over 40 batches of 500 draws each, every
     coordinate's mean difference is within 5 standard errors (fixed seeds; with 44 coordinates that
@@ -184,13 +196,7 @@ def test_path_gradient_is_unbiased():
     a gradient must be zero in both."""
     path = _kl_gradient_batches("path", 40, 500, seed=2)
     total = _kl_gradient_batches("total", 40, 500, seed=3)
-    diff = path.mean(0) - total.mean(0)
-    se = (path.var(0) / len(path) + total.var(0) / len(total)).sqrt()
-    moving = se > 0
-    assert moving.sum() >= 40
-    t_stat = diff[moving] / se[moving]
-    assert t_stat.abs().max() < 5, t_stat
-    assert torch.count_nonzero(diff[~moving]) == 0
+    _assert_same_mean(path, total, min_coordinates=40)
 
 
 @pytest.mark.parametrize(
@@ -204,13 +210,7 @@ def test_base_path_gradient_is_unbiased(latent, flow):
     |t| of about 150."""
     base_path = _kl_gradient_batches("base_path", 40, 500, seed=2, latent=latent, flow=flow)
     total = _kl_gradient_batches("total", 40, 500, seed=3, latent=latent, flow=flow)
-    diff = base_path.mean(0) - total.mean(0)
-    se = (base_path.var(0) / len(base_path) + total.var(0) / len(total)).sqrt()
-    moving = se > 0
-    assert moving.sum() >= 20
-    t_stat = diff[moving] / se[moving]
-    assert t_stat.abs().max() < 5, t_stat
-    assert torch.count_nonzero(diff[~moving]) == 0
+    _assert_same_mean(base_path, total, min_coordinates=20)
 
 
 @pytest.mark.parametrize("flow", ["planar:3", "radial:2", "nice:2", "householder:1+planar:2"])

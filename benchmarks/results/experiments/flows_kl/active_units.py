@@ -37,6 +37,15 @@ def cross_covariance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (c + c.T) / 2
 
 
+def fixed_training_images(count: int):
+    """The dynamic-MNIST training split and its first ``count`` images of a fixed permutation,
+    binarized once with a fixed seed (the same images for every script that asks for as many)."""
+    train = load_splits("dynamic_mnist", ("train",))["train"]
+    generator = torch.Generator().manual_seed(0)
+    index = torch.randperm(len(train), generator=generator)[:count]
+    return train, train.draw(index, generator=generator).reshape(count, -1)
+
+
 def load_model(path: str, data) -> tuple[FlowVAE, int]:
     state = torch.load(path, weights_only=False)
     c = state["config"]

@@ -39,9 +39,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from active_units import load_model
+from active_units import fixed_training_images, load_model
 
-from pyro_svae.data import load_splits
 from pyro_svae.infer import AnnealedELBO
 
 BATCH = 100
@@ -69,10 +68,7 @@ def gradients(vae, x: torch.Tensor, elbo: AnnealedELBO, draws: int) -> torch.Ten
 def main(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore", message="kl_gradient='path' on site")  # the planar warning
-    train = load_splits("dynamic_mnist", ("train",))["train"]
-    generator = torch.Generator().manual_seed(0)
-    index = torch.randperm(len(train), generator=generator)[:BATCH]
-    x = train.draw(index, generator=generator).reshape(BATCH, -1)
+    train, x = fixed_training_images(BATCH)
     print(
         f"{BATCH} training images, {args.draws} draws; encoder-side gradient of the loss per data point"
     )

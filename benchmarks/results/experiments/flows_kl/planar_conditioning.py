@@ -22,24 +22,16 @@ import sys
 from pathlib import Path
 
 import torch
-from pyro.distributions.transforms.planar import ConditionedPlanar
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from active_units import load_model
+from active_units import fixed_training_images, load_model
 
-from pyro_svae.data import load_splits
-from pyro_svae.infer.path_gradient import planar_jacobian_factors
+from pyro_svae.infer.path_gradient import _inverse_jacobian_product, planar_jacobian_factors
 
 IMAGES = 5000
 CHUNK = 250
 STRETCH = 10.0
-
-
-def step_determinants(transform: ConditionedPlanar, x: torch.Tensor) -> torch.Tensor:
-    """1 + h'(wᵀx + b) wᵀû of one planar step at its inputs ``x``."""
-    a, b = planar_jacobian_factors(transform, x)
-    return 1 + (a * b).sum(-1)
 
 
 def largest_singular_value_of_rank_one_update(c: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
@@ -51,25 +43,37 @@ def largest_singular_value_of_rank_one_update(c: torch.Tensor, d: torch.Tensor) 
     return ((trace + disc.sqrt()) / 2).sqrt().clamp_min(1.0)
 
 
+def base_score(q, z: torch.Tensor) -> torch.Tensor:
+    """g_0 = ∂ log q_K(z_K) / ∂z_0 along the cached forward pass, as the path gradient takes it;
+    ``z`` must have been drawn with ``q.rsample()`` while gradients were on."""
+    (g,) = torch.autograd.grad(q.log_prob(z).sum(), q.transforms[0]._cached_x_y[0])
+    return g
+
+
+@torch.no_grad()
+def walk_steps(q, g: torch.Tensor) -> list[tuple[torch.Tensor, ...]]:
+    """Carry the score g_0 through the planar steps at the points cached in ``q``: per step k,
+    (|g_k|, det J_k, σ_max(J_k⁻¹), |û|·|v|) with g_k = g_{k−1}ᵀ J_k⁻¹ and J_k = I + û vᵀ."""
+    rows = []
+    for t in q.transforms:
+        point = t._cached_x_y[0]
+        u_hat, v = planar_jacobian_factors(t, point)
+        det = 1 + (u_hat * v).sum(-1)
+        stretch = largest_singular_value_of_rank_one_update(-u_hat / det.unsqueeze(-1), v)
+        g = _inverse_jacobian_product(t, point, g)
+        rows.append((g.norm(dim=-1), det, stretch, u_hat.norm(dim=-1) * v.norm(dim=-1)))
+    return rows
+
+
 def pair_statistics(vae, xb: torch.Tensor, draws: int) -> tuple[torch.Tensor, ...]:
     """Per (draw, image): smallest step determinant, largest σ_max(J_k⁻¹), |g_K| / |g_0|."""
     with torch.enable_grad():
         q = vae.posteriors(xb)[0]
-        z = q.rsample((draws,))  # fills every step's cache with its input
-        z0 = q.transforms[0]._cached_x_y[0]
-        (g,) = torch.autograd.grad(q.log_prob(z).sum(), z0)  # g_0, as the path gradient takes it
-    g0_norm = g.norm(dim=-1)
-    dets, stretches = [], []
-    with torch.no_grad():
-        for t in q.transforms:
-            a, b = planar_jacobian_factors(t, t._cached_x_y[0])
-            det = 1 + (a * b).sum(-1)
-            dets.append(det)
-            stretches.append(largest_singular_value_of_rank_one_update(-a / det.unsqueeze(-1), b))
-            g = g - (g * a).sum(-1, keepdim=True) * b / det.unsqueeze(-1)  # g_k = g_{k-1}ᵀ J_k⁻¹
+        g0 = base_score(q, q.rsample((draws,)))  # the draw fills every step's cache
+    scores, dets, stretches, _ = zip(*walk_steps(q, g0), strict=True)
     smallest = torch.stack(dets, -1).amin(-1)
     largest = torch.stack(stretches, -1).amax(-1)
-    return smallest, largest, g.norm(dim=-1) / g0_norm
+    return smallest, largest, scores[-1] / g0.norm(dim=-1)
 
 
 def quantiles(values: torch.Tensor, qs: tuple[float, ...]) -> str:
@@ -79,10 +83,7 @@ def quantiles(values: torch.Tensor, qs: tuple[float, ...]) -> str:
 
 def main(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
-    train = load_splits("dynamic_mnist", ("train",))["train"]
-    generator = torch.Generator().manual_seed(0)
-    index = torch.randperm(len(train), generator=generator)[:IMAGES]
-    x = train.draw(index, generator=generator).reshape(IMAGES, -1)
+    train, x = fixed_training_images(IMAGES)
     low, high = (1e-5, 1e-4, 1e-3, 0.5), (0.5, 1 - 1e-3, 1 - 1e-4, 1 - 1e-5, 1.0)
     print(f"{IMAGES} training images × {args.draws} draws = {IMAGES * args.draws} pairs")
     for path in args.runs:

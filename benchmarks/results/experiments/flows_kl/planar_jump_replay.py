@@ -33,9 +33,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from planar_conditioning import largest_singular_value_of_rank_one_update
+from planar_conditioning import walk_steps
 
-from pyro_svae.infer.path_gradient import planar_jacobian_factors
 from pyro_svae.train import TrainConfig, Trainer
 from pyro_svae.train.optim import FusedAdam
 
@@ -56,16 +55,8 @@ def minibatch_statistics(q) -> tuple[float, float]:
             log_q = log_q - t._cached_logDetJ
             x = y
         (g,) = torch.autograd.grad(log_q.sum(), leaf)
-    g0 = g.norm(dim=-1)
-    stretch = torch.ones_like(g0)
-    for t in q.transforms:
-        a, b = planar_jacobian_factors(t, t._cached_x_y[0])
-        det = 1 + (a * b).sum(-1)
-        stretch = torch.maximum(
-            stretch, largest_singular_value_of_rank_one_update(-a / det.unsqueeze(-1), b)
-        )
-        g = g - (g * a).sum(-1, keepdim=True) * b / det.unsqueeze(-1)
-    return stretch.max().item(), (g.norm(dim=-1) / g0).max().item()
+    scores, _, stretches, _ = zip(*walk_steps(q, g), strict=True)
+    return torch.stack(stretches).max().item(), (scores[-1] / g.norm(dim=-1)).max().item()
 
 
 def report(path: Path) -> None:

@@ -31,13 +31,11 @@ from pyro.distributions.transforms.planar import ConditionedPlanar
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from active_units import load_model
-from planar_conditioning import largest_singular_value_of_rank_one_update
+from active_units import fixed_training_images, load_model
+from planar_conditioning import base_score, walk_steps
 
-from pyro_svae.data import load_splits
 from pyro_svae.flows.euclidean import LinearHypernet
 from pyro_svae.infer import AnnealedELBO
-from pyro_svae.infer.path_gradient import planar_jacobian_factors
 
 BATCH = 100
 TOP = 5
@@ -90,33 +88,18 @@ def per_pair_gradient_norms(vae, x, elbo, draws):
     return {k: torch.stack(v) for k, v in result.items()}
 
 
-@torch.no_grad()
 def step_quantities(vae, x, draw):
-    """Per step k: |g_k|, σ_max(J_k^-1), |a||b|, det J_k for every image, at draw ``draw``."""
+    """|g_0|, then per step k: (|g_k|, det J_k, σ_max(J_k⁻¹), |û|·|v|) for every image at draw ``draw``."""
     pyro.set_rng_seed(1000 + draw)
     with torch.enable_grad():
         q = vae.posteriors(x)[0]
-        z = q.rsample()
-        z0 = q.transforms[0]._cached_x_y[0]
-        log_q = q.log_prob(z)
-        (g,) = torch.autograd.grad(log_q.sum(), z0)
-    rows = [(g.norm(dim=-1), None, None, None)]
-    for t in q.transforms:
-        point = t._cached_x_y[0]
-        a, b = planar_jacobian_factors(t, point)
-        det = 1 + (a * b).sum(-1)
-        inv_sigma = largest_singular_value_of_rank_one_update(-a / det.unsqueeze(-1), b)
-        g = g - (g * a).sum(-1, keepdim=True) * b / det.unsqueeze(-1)
-        rows.append((g.norm(dim=-1), inv_sigma, a.norm(dim=-1) * b.norm(dim=-1), det))
-    return rows
+        g0 = base_score(q, q.rsample())
+    return g0.norm(dim=-1), walk_steps(q, g0)
 
 
 def main(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
-    train = load_splits("dynamic_mnist", ("train",))["train"]
-    generator = torch.Generator().manual_seed(0)
-    index = torch.randperm(len(train), generator=generator)[:BATCH]
-    x = train.draw(index, generator=generator).reshape(BATCH, -1)
+    train, x = fixed_training_images(BATCH)
     for path in args.runs:
         vae, epoch = load_model(path, train)
         assert all(isinstance(t, ConditionedPlanar) for t in vae.posteriors(x[:1])[0].transforms)
@@ -144,7 +127,7 @@ def main(args: argparse.Namespace) -> None:
         )
         for flat in top.tolist():
             draw, image = divmod(flat, BATCH)
-            rows = step_quantities(vae, x, draw)
+            g0_norm, rows = step_quantities(vae, x, draw)
             worst = {label: norms["path"][label][draw, image].item() for label in norms["path"]}
             label = max(worst, key=worst.get)
             print(
@@ -152,19 +135,18 @@ def main(args: argparse.Namespace) -> None:
                 f"largest at {label} ({worst[label]:.3g}; total gradient there "
                 f"{norms['total'][label][draw, image].item():.3g})"
             )
-            print("  k | |g_k| | sigma_max(J_k^-1) | |a||b| | det J_k")
-            for k, (gn, s, ab, det) in enumerate(rows):
-                extra = (
-                    ""
-                    if s is None
-                    else f" | {s[image].item():.3g} | {ab[image].item():.3g} | {det[image].item():.3g}"
+            print("  k | |g_k| | sigma_max(J_k^-1) | |u_hat||v| | det J_k")
+            print(f"  0 | {g0_norm[image].item():.3g}")
+            for k, (gn, det, stretch, uv) in enumerate(rows, start=1):
+                print(
+                    f"  {k} | {gn[image].item():.3g} | {stretch[image].item():.3g} "
+                    f"| {uv[image].item():.3g} | {det[image].item():.3g}"
                 )
-                print(f"  {k} | {gn[image].item():.3g}{extra}")
         # the same step quantities over all pairs of the first draws: how rare are large stretches
         stretch = []
         for draw in range(min(args.draws, 10)):
-            rows = step_quantities(vae, x, draw)
-            stretch.append(torch.stack([s for _, s, _, _ in rows[1:]], -1))
+            _, rows = step_quantities(vae, x, draw)
+            stretch.append(torch.stack([s for _, _, s, _ in rows], -1))
         stretch = torch.cat(stretch).double()
         product = stretch.prod(-1)
         print(
