@@ -52,8 +52,8 @@ not stated in the issue; ours is marked as our choice in the table.
 early stopping on the validation ELBO (look-ahead 50 epochs), the best-validation parameters
 evaluated on every test point with 500 importance samples, no KL warm-up (``--kl-warmup`` adds one;
 ``--batch-size`` changes the minibatch; ``--kl`` and ``--kl-gradient`` change the KL estimator and its
-gradient, e.g. ``--kl mc --kl-gradient path`` for the path-derivative gradient; runs with any of these
-get their own folders and tables).
+gradient, e.g. ``--kl mc --kl-gradient path`` for the path-derivative gradient; ``--grad-clip``
+clips outlying gradient norms; runs with any of these get their own folders and tables).
 The MLP, the early stopping and the 500 samples are the papers'; batch size, learning rate, the
 epoch cap and the absence of a warm-up are the library's defaults, not checked against each paper
 (the papers' PDFs could not be read here). Second-hand and unverified: the product-space paper's
@@ -405,6 +405,7 @@ class Settings:
     kl_warmup: float = 0.0
     kl: str = TrainConfig.kl
     kl_gradient: str = TrainConfig.kl_gradient
+    grad_clip: float | None = TrainConfig.grad_clip
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Settings:
@@ -413,6 +414,7 @@ class Settings:
             kl_warmup=args.kl_warmup,
             kl=args.kl,
             kl_gradient=args.kl_gradient,
+            grad_clip=args.grad_clip,
         )
 
     def suffix(self) -> str:
@@ -426,6 +428,8 @@ class Settings:
             parts.append(f"kl {self.kl}")
         if self.kl_gradient != TrainConfig.kl_gradient:
             parts.append(f"{self.kl_gradient} gradient")
+        if self.grad_clip is not None:
+            parts.append(f"clip {self.grad_clip:g}")
         return " ".join(parts)
 
     def describe(self) -> str:
@@ -443,6 +447,11 @@ class Settings:
             text += (
                 ", the path-derivative gradient for the base distribution (the total gradient for "
                 "a flow's parameters) wherever the KL is Monte Carlo"
+            )
+        if self.grad_clip is not None:
+            text += (
+                f", the gradient norm clipped at {self.grad_clip:g} times the median norm of the "
+                f"previous {TrainConfig.grad_clip_window} steps"
             )
         return text
 
@@ -790,6 +799,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "the others train as with 'total', in their own folders",
     )
     parser.add_argument(
+        "--grad-clip",
+        type=float,
+        metavar="FACTOR",
+        default=None,
+        help="clip each step's gradient norm at FACTOR times the median norm of the previous "
+        f"{TrainConfig.grad_clip_window} steps (default: no clipping); such runs get their own folders",
+    )
+    parser.add_argument(
         "--list", action="store_true", help="show each run's folder and state, train nothing"
     )
     parser.add_argument(
@@ -812,6 +829,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--batch-size must be a positive integer, got {args.batch_size}")
     if args.kl_warmup < 0:
         parser.error(f"--kl-warmup must be 0 or more epochs, got {args.kl_warmup:g}")
+    if args.grad_clip is not None and not (math.isfinite(args.grad_clip) and args.grad_clip > 0):
+        parser.error(f"--grad-clip must be a finite number > 0, got {args.grad_clip:g}")
     if args.kl_gradient != "total" and args.kl == "analytic":
         parser.error(
             f"--kl-gradient {args.kl_gradient} acts on a Monte Carlo KL, and --kl analytic leaves "

@@ -214,6 +214,24 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
         ),
     )
     opt.add_argument(
+        "--grad-clip",
+        type=float,
+        metavar="FACTOR",
+        default=S,
+        help=(
+            "clip the global gradient norm of each step at FACTOR times the median norm of the "
+            "previous --grad-clip-window steps, e.g. 5 (default: no clipping; the metrics log "
+            "each epoch's median and largest norm either way)"
+        ),
+    )
+    opt.add_argument(
+        "--grad-clip-window",
+        type=int,
+        metavar="STEPS",
+        default=S,
+        help=f"steps whose median norm sets the clipping threshold (default: {d['grad_clip_window']})",
+    )
+    opt.add_argument(
         "--seed",
         type=int,
         metavar="N",

@@ -257,9 +257,9 @@ def test_committed_full_runs_are_still_recognised_as_finished(tmp_path):
     assert summaries, f"no committed full-mode summaries under {committed / 'full'}"
     out = tmp_path / "results"
     shutil.copytree(committed, out)
-    # runs trained with --batch-size / --kl-warmup / --kl / --kl-gradient / --seeds are listed
-    # under those flags
-    groups: dict[tuple[int, float, str, str], set[int]] = {}
+    # runs trained with --batch-size / --kl-warmup / --kl / --kl-gradient / --grad-clip / --seeds
+    # are listed under those flags
+    groups: dict[tuple[int, float, str, str, float | None], set[int]] = {}
     for summary in summaries:
         config = json.loads(summary.read_text(encoding="utf-8"))["config"]
         key = (
@@ -267,12 +267,15 @@ def test_committed_full_runs_are_still_recognised_as_finished(tmp_path):
             config["kl_warmup"],
             config.get("kl", "auto"),
             config.get("kl_gradient", "total"),
+            config.get("grad_clip"),
         )
         groups.setdefault(key, set()).add(config["seed"])
     done = set()
-    for (batch_size, kl_warmup, kl, kl_gradient), seeds in groups.items():
+    for (batch_size, kl_warmup, kl, kl_gradient, grad_clip), seeds in groups.items():
         flags = ["--batch-size", str(batch_size), "--kl-warmup", f"{kl_warmup:g}"]
         flags += ["--kl", kl, "--kl-gradient", kl_gradient]
+        if grad_clip is not None:
+            flags += ["--grad-clip", repr(grad_clip)]
         flags += ["--seeds", *map(str, sorted(seeds))]
         listed = _run_script(REPRODUCE, "all", "--list", "--out", str(out), *flags, cwd=tmp_path)
         assert listed.returncode == 0, listed.stderr[-3000:]
@@ -358,3 +361,23 @@ def test_reproduce_kl_estimator_gets_its_own_folders_and_tables(tmp_path):
     )
     assert bad.returncode == 2
     assert "--kl-gradient base_path acts on a Monte Carlo KL" in bad.stderr
+
+
+def test_reproduce_gradient_clipping_gets_its_own_folders(tmp_path):
+    """``--grad-clip`` reaches the run's config, names its folder and table, states it in the
+    protocol line, and rejects a factor that is not > 0."""
+    flags = ("--smoke", "--threads", "1", "--no-progress", "--out", str(tmp_path))
+    only = ("--only", "caltech101/vmf:9")
+    result = _run_script(REPRODUCE, "product", *flags, *only, "--grad-clip", "5", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (
+        "the gradient norm clipped at 5 times the median norm of the previous 500" in result.stdout
+    )
+    folder = tmp_path / "smoke" / "caltech101" / "vmf_9_clip_5" / "seed0"
+    config = json.loads((folder / "summary.json").read_text(encoding="utf-8"))["config"]
+    assert (config["grad_clip"], config["grad_clip_window"]) == (5.0, 500)
+    assert (tmp_path / "smoke" / "tables" / "product_clip_5.md").is_file()
+    assert not (tmp_path / "smoke" / "caltech101" / "vmf_9").exists()
+    bad = _run_script(REPRODUCE, "product", *flags, "--grad-clip", "0", cwd=tmp_path)
+    assert bad.returncode == 2
+    assert "--grad-clip must be a finite number > 0, got 0" in bad.stderr

@@ -13,9 +13,13 @@ and named in a warning at the end of the run. With more than one sphere factor, 
 logs the validation KL of each factor (``val_kl_factor_1``, ... in the metrics, shown on the epoch
 line and drawn together in one panel of the training curves), so a collapse can be seen, and the
 run stopped, while it happens; this costs one extra encoder pass over the validation split.
+Every epoch also logs the median and largest global gradient norm of its steps
+(``grad_norm_median``, ``grad_norm_max``); ``grad_clip`` clips outlying norms relative to their
+recent median (:class:`GradientNormClip`, which also counts ``clipped_steps``).
 """
 
 from .checkpoint import atomic_write, load_checkpoint, save_checkpoint
+from .clipping import GradientNormClip
 from .config import RESUME_MAY_CHANGE, TrainConfig, resume_conflicts
 from .device import resolve_device
 from .guard import GuardedSVI, NonFiniteLossError, TrainingDivergedError
@@ -24,6 +28,7 @@ from .summary import RunPaths
 
 __all__ = [
     "RESUME_MAY_CHANGE",
+    "GradientNormClip",
     "GuardedSVI",
     "NonFiniteLossError",
     "RunPaths",

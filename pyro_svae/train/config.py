@@ -18,6 +18,8 @@ from pyro_svae.infer.elbo import KL_GRADIENTS, KL_MODES, PATH_NEEDS_MC
 from pyro_svae.latent_spec import parse_latent_spec
 from pyro_svae.models.vae import LIKELIHOODS
 
+from .clipping import DEFAULT_CLIP_WINDOW
+
 __all__ = [
     "ARCHS",
     "RESUME_MAY_CHANGE",
@@ -71,6 +73,8 @@ VALUES_BEFORE_FIELD_EXISTED: dict[str, Any] = {
     "mixture_components": 4,
     "kl_gradient": "total",
     "kl": "auto",
+    "grad_clip": None,
+    "grad_clip_window": 500,
 }
 
 
@@ -93,6 +97,9 @@ class TrainConfig:
     ``runs/<dataset>-<latent>-seed<seed>`` (see :attr:`run_dir`). ``max_train_batches`` and
     ``max_eval_points`` cap the work per epoch / per evaluation, for smoke runs and tests.
     ``threads`` sets :func:`torch.set_num_threads` (``None``: torch's default).
+    ``grad_clip=k`` clips the global gradient norm of each step at ``k`` times the median norm of
+    the previous ``grad_clip_window`` steps (see :mod:`pyro_svae.train.clipping`); every epoch's
+    metrics carry the median and largest norm either way.
     ``distributed=True`` trains data-parallel in every process of a ``torchrun`` launch, each on
     ``batch_size / world_size`` points of every global batch (see :mod:`pyro_svae.train.distributed`).
     Invalid values raise :class:`ValueError` naming the field.
@@ -110,6 +117,8 @@ class TrainConfig:
     kl_warmup: float = 0.0
     kl: str = "auto"
     kl_gradient: str = "total"
+    grad_clip: float | None = None
+    grad_clip_window: int = DEFAULT_CLIP_WINDOW
     capacity: tuple[float, float, float] | None = None
     early_stopping_burn_in: int = 0
     look_ahead: int | None = 50
@@ -187,7 +196,13 @@ class TrainConfig:
             raise bad("arch", f"one of {ARCHS}")
         if self.likelihood is not None and self.likelihood not in LIKELIHOODS:
             raise bad("likelihood", f"None (from the dataset) or one of {LIKELIHOODS}")
-        for name in ("epochs", "batch_size", "eval_batch_size", "snapshot_every"):
+        for name in (
+            "epochs",
+            "batch_size",
+            "eval_batch_size",
+            "snapshot_every",
+            "grad_clip_window",
+        ):
             if not _is_int(getattr(self, name)) or getattr(self, name) < 1:
                 raise bad(name, "a positive integer")
         for name in ("early_stopping_burn_in", "look_ahead", "ll_samples", "max_retries", "seed"):
@@ -210,6 +225,8 @@ class TrainConfig:
             or not all(_is_number(c) and c >= 0 for c in self.capacity)
         ):
             raise bad("capacity", "None or (c_min, c_max, epochs), three numbers >= 0")
+        if self.grad_clip is not None and (not _is_number(self.grad_clip) or self.grad_clip <= 0):
+            raise bad("grad_clip", "None (no clipping) or a finite number > 0 (e.g. 5)")
         if self.covariance not in ("diag", "full"):
             raise bad("covariance", "'diag' or 'full'")
         if self.kl not in KL_MODES:

@@ -48,6 +48,7 @@ from .checkpoint import (
     save_checkpoint,
     write_json,
 )
+from .clipping import GradientNormClip
 from .config import TrainConfig, resume_conflicts
 from .device import resolve_device
 from .distributed import (
@@ -109,6 +110,7 @@ class _Snapshot:
     step: int
     totals: dict[str, float]
     count: int
+    clip: dict[str, Any]
 
 
 def _clone_state(module: torch.nn.Module) -> dict[str, Tensor]:
@@ -214,6 +216,7 @@ class Trainer:
             max_plate_nesting=self.vae.max_plate_nesting,
         )
         self.lr = config.lr
+        self.clip = GradientNormClip(config.grad_clip, config.grad_clip_window)
         self.optim = self._make_optim()
         if self.dist is None:
             self.svi = GuardedSVI(self.vae.model, self.vae.guide, self.optim, self.elbo)
@@ -286,7 +289,7 @@ class Trainer:
         return data
 
     def _make_optim(self, state: dict[str, Any] | None = None) -> pyro.optim.PyroOptim:
-        optim = FusedAdam({"lr": self.lr})
+        optim = FusedAdam({"lr": self.lr}, clip=self.clip)
         if state:
             optim.set_state(_with_lr(state, self.lr))
         return optim
@@ -309,6 +312,7 @@ class Trainer:
             "lr": self.lr,
             "model": self.vae.state_dict(),
             "optim": self.optim.get_state(),
+            "grad_clip": self.clip.state_dict(),
             "best": {
                 "params": self.best_params,
                 "epoch": self.best_epoch,
@@ -345,6 +349,9 @@ class Trainer:
         self.vae.load_state_dict(state["model"])
         self.lr = state["lr"]
         self._set_optim(self._make_optim(state["optim"]))
+        if "grad_clip" in state:  # checkpoints written before the norm was tracked start afresh
+            self.clip.load_state_dict(state["grad_clip"])
+            self.clip.to(self.device)
         self.elbo.set_step(state["elbo_step"])
         self.epoch = state["epoch"]
         self._saved_epoch = self.epoch
@@ -430,6 +437,7 @@ class Trainer:
             step=self.elbo.step,
             totals=dict(totals),
             count=count,
+            clip=self.clip.state_dict(),
         )
 
     def _recover(
@@ -457,6 +465,7 @@ class Trainer:
         self.recoveries += 1
         self.vae.load_state_dict(snap.model)
         self._set_optim(self._make_optim(snap.optim))
+        self.clip.load_state_dict(snap.clip)
         self.elbo.set_step(snap.step)
         if not self.is_main:
             return
@@ -552,6 +561,7 @@ class Trainer:
             "kl_weight": self.elbo.kl_weight(),
             "capacity": self.elbo.current_capacity(),
             "nan_recoveries": self.recoveries - recoveries_before,
+            **self.clip.epoch_stats(),
             "seconds": train_seconds,
             "val_seconds": time.perf_counter() - start,
         }

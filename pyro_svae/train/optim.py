@@ -4,7 +4,9 @@
 with a dozen parameter tensors that per-call overhead is ~30 % of a training step on a CPU. :class:`FusedAdam`
 steps every parameter with a single ``torch.optim.Adam`` and exposes the same per-parameter state format
 as Pyro (``{param_name: {"state": {0: ...}, "param_groups": [...]}}``), so checkpoints, ``set_state`` and
-learning-rate changes work as with ``pyro.optim.Adam``.
+learning-rate changes work as with ``pyro.optim.Adam``. Given a
+:class:`~pyro_svae.train.clipping.GradientNormClip`, it measures (and optionally clips) the global
+gradient norm right before each step.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import torch
 from pyro.optim import PyroOptim
 from torch import Tensor
 
+from .clipping import GradientNormClip
+
 __all__ = ["FusedAdam"]
 
 
@@ -25,10 +29,14 @@ class FusedAdam(PyroOptim):
     """A :class:`pyro.optim.PyroOptim` running one ``torch.optim.Adam`` over every parameter it is given.
 
     :param dict optim_args: keyword arguments of ``torch.optim.Adam`` (``lr``, ``betas``, ...).
+    :param clip: called with the gradients of every step (sorted by parameter name) before Adam
+        steps: records their global norm and clips it if configured to. It lives outside the
+        optimizer state, so it survives :meth:`set_state` and a rebuilt optimizer.
     """
 
-    def __init__(self, optim_args: dict[str, Any]) -> None:
+    def __init__(self, optim_args: dict[str, Any], *, clip: GradientNormClip | None = None) -> None:
         super().__init__(torch.optim.Adam, optim_args)
+        self.clip = clip
         self._optimizer: torch.optim.Adam | None = None
         self._names: list[str] = []
 
@@ -66,6 +74,8 @@ class FusedAdam(PyroOptim):
         if not params:
             return
         self._ensure(params)
+        if self.clip is not None:
+            self.clip([p.grad for p in self._optimizer_params() if p.grad is not None])
         self._optimizer.step()
         # Like torch's zero_grad(set_to_none=True): SVI's zero_grads then skips these parameters, and
         # the next backward writes fresh gradients instead of adding into zeroed buffers.

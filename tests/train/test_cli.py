@@ -39,6 +39,8 @@ FLAGS = [
     "--max-train-batches",
     "--max-eval-points",
     "--no-progress",
+    "--grad-clip",
+    "--grad-clip-window",
 ]
 
 
@@ -76,6 +78,7 @@ def test_latent_from_args(latent, zd, spec):
 def test_flags_map_onto_the_config(tmp_path):
     argv = "train --latent ps --zd 2 2 2 --hidden 64 32 --capacity 0 5 10 --burn-in 3"
     argv += " --look-ahead 0 --knn-labels --no-progress --kl-warmup 2"
+    argv += " --grad-clip 5 --grad-clip-window 200"
     args = build_parser().parse_args(
         [*argv.split(), "--out", str(tmp_path), "--data-dir", str(tmp_path)]
     )
@@ -85,6 +88,7 @@ def test_flags_map_onto_the_config(tmp_path):
     assert config.capacity == (0.0, 5.0, 10.0)
     assert (config.early_stopping_burn_in, config.look_ahead, config.kl_warmup) == (3, 0, 2.0)
     assert config.knn_labels == ()
+    assert (config.grad_clip, config.grad_clip_window) == (5.0, 200)
     assert (config.out, config.data_dir, config.progress) == (str(tmp_path), str(tmp_path), False)
     assert config.epochs == 100  # unset flags keep TrainConfig's defaults
 
@@ -96,6 +100,7 @@ def test_flags_map_onto_the_config(tmp_path):
         (["--latent", "vmf"], "has no dimension"),
         (["--latent", "vmf:4", "--zd", "4"], "--zd needs a bare family"),
         (["--lr-decay", "2"], "lr_decay must be"),
+        (["--grad-clip", "-1"], "grad_clip must be None"),
         (["--resume"], "nothing to resume"),
     ],
 )

@@ -49,6 +49,9 @@ def test_latent_is_canonicalised_and_run_dir_defaults_from_the_settings():
         ({"knn_labels": (0,)}, "knn_labels must be"),
         ({"device": "tpu"}, "device must be"),
         ({"covariance": "tied"}, "covariance must be"),
+        ({"grad_clip": 0.0}, "grad_clip must be None"),
+        ({"grad_clip": float("nan")}, "grad_clip must be"),
+        ({"grad_clip_window": 0}, "grad_clip_window must be a positive integer"),
         ({"resume": True, "overwrite": True}, "resume and overwrite"),
     ],
 )

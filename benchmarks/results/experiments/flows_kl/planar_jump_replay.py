@@ -12,7 +12,14 @@ on (the guide's posterior is kept when it is built).
 
     python benchmarks/results/experiments/flows_kl/planar_jump_replay.py \
         runs/experiments/planar_path_kl_full/checkpoint.pt OUT [--epochs 30]
+    python benchmarks/results/experiments/flows_kl/planar_jump_replay.py \
+        runs/experiments/planar_path_kl_full/checkpoint.pt OUT --epochs 10 --grad-clip 5
     python benchmarks/results/experiments/flows_kl/planar_jump_replay.py --report OUT/steps.csv
+
+``--grad-clip FACTOR`` continues with ``grad_clip=FACTOR`` (the copied checkpoint's configuration is
+changed to say so; the norm history starts empty, so nothing is clipped in the first
+``grad_clip_window`` steps), and ``steps.csv`` then marks each clipped step (``clipped``; the
+logged norm is the one before clipping).
 
 ``--report`` reads a ``steps.csv`` (plain or gzipped) and prints every step whose gradient norm is over
 ``SPIKE`` times the median, with its minibatch's largest stretch and score amplification and the mean
@@ -41,6 +48,7 @@ from pyro_svae.train.optim import FusedAdam
 SPIKE = 10.0
 WINDOW = 50
 FIELDS = ["epoch", "step", "loss", "grad_norm", "flow_grad_norm", "max_stretch", "max_score_gain"]
+CLIP_FIELDS = [*FIELDS, "clipped"]
 
 
 @torch.no_grad()
@@ -85,8 +93,11 @@ def report(path: Path) -> None:
                 f"| {r['flow_grad_norm'] / median['flow_grad_norm']:.3g} | {r['max_stretch']:.4g} "
                 f"| {r['max_score_gain']:.3g} | {statistics.fmean(before) if before else float('nan'):.2f} "
                 f"| {statistics.fmean(after) if after else float('nan'):.2f}"
+                + (" | clipped" if r.get("clipped") else "")
             )
 
+    if "clipped" in rows[0]:
+        print(f"clipped steps: {sum(int(r['clipped']) for r in rows)}")
     spikes = [i for i, r in enumerate(rows) if r["grad_norm"] > SPIKE * median["grad_norm"]]
     show(f"steps with a gradient norm over {SPIKE:g} times the median: {len(spikes)}", spikes)
     stretched = sorted(range(len(rows)), key=lambda i: -rows[i]["max_stretch"])[:10]
@@ -101,6 +112,9 @@ def main(args: argparse.Namespace) -> None:
         if (source.parent / name).exists():
             shutil.copy2(source.parent / name, out / name)
     state = torch.load(out / "checkpoint.pt", weights_only=False)
+    if args.grad_clip is not None:  # continue this copy as a run with clipping
+        state["config"]["grad_clip"] = args.grad_clip
+        torch.save(state, out / "checkpoint.pt")
     config = dict(state["config"])
     config.update(
         out=str(out),
@@ -136,22 +150,30 @@ def main(args: argparse.Namespace) -> None:
             if p.grad is not None and "$$$flows." in store.param_name(p)
         ]
         stretch, gain = minibatch_statistics(captured["q"])
+        threshold = trainer.clip.threshold()
+        grad_norm = torch.cat(grads).norm().item()
+        clipped = (
+            {}
+            if args.grad_clip is None
+            else {"clipped": int(grad_norm > float(threshold or 0) > 0)}
+        )
         rows.append(
             {
                 "epoch": trainer.epoch + 1,
                 "step": trainer.elbo.step,
                 "loss": trainer.elbo.last_terms.loss / len(trainer.data["train"]),
-                "grad_norm": torch.cat(grads).norm().item(),
+                "grad_norm": grad_norm,
                 "flow_grad_norm": torch.cat(flow_grads).norm().item(),
                 "max_stretch": stretch,
                 "max_score_gain": gain,
+                **clipped,
             }
         )
         return optim_call(self, params, *a, **k)
 
     FusedAdam.__call__ = logged_step  # also reaches an optimizer remade by NaN recovery
     with open(out / "steps.csv", "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, FIELDS)
+        writer = csv.DictWriter(f, FIELDS if args.grad_clip is None else CLIP_FIELDS)
         writer.writeheader()
         for _ in range(args.epochs):
             row = trainer.train_epoch()
@@ -170,6 +192,9 @@ if __name__ == "__main__":
     parser.add_argument("checkpoint", nargs="?", help="a planar run's checkpoint.pt")
     parser.add_argument("out", nargs="?", help="a new folder for the continued run")
     parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument(
+        "--grad-clip", type=float, help="continue with this gradient clipping factor (grad_clip)"
+    )
     parser.add_argument("--report", type=Path, help="summarise a steps.csv instead of training")
     args = parser.parse_args()
     if args.report is not None:
