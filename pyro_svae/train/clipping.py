@@ -75,13 +75,14 @@ class GradientNormClip:
         before clipping (a 0-dim tensor)."""
         if not grads:
             raise ValueError("no gradients to measure")
-        norm = torch.linalg.vector_norm(
-            torch.stack([torch.linalg.vector_norm(g.detach(), dtype=torch.float64) for g in grads])
-        )
+        # per-tensor norms in one fused call (in the gradients' dtype), combined in float64
+        per_tensor = torch._foreach_norm(list(grads))
+        if len({n.dtype for n in per_tensor}) > 1:
+            per_tensor = [n.to(torch.float64) for n in per_tensor]
+        norm = torch.linalg.vector_norm(torch.stack(per_tensor).to(torch.float64))
         threshold = self.threshold()
-        if threshold is None:
-            clipped = torch.zeros((), dtype=torch.bool, device=norm.device)
-        else:
+        clipped = None
+        if threshold is not None:
             clipped = norm > threshold
             scale = torch.where(clipped, threshold / norm, torch.ones_like(norm))
             torch._foreach_mul_(list(grads), scale.to(grads[0].dtype))
@@ -90,7 +91,8 @@ class GradientNormClip:
         self._history[self._seen % self.window] = norm
         self._seen += 1
         self._epoch_norms.append(norm)
-        self._epoch_clipped.append(clipped)
+        if clipped is not None:
+            self._epoch_clipped.append(clipped)
         return norm
 
     def epoch_stats(self) -> dict[str, float]:
@@ -99,7 +101,7 @@ class GradientNormClip:
         if not self._epoch_norms:
             return {}
         norms = torch.stack(self._epoch_norms)
-        clipped = int(torch.stack(self._epoch_clipped).sum())
+        clipped = int(torch.stack(self._epoch_clipped).sum()) if self._epoch_clipped else 0
         self._epoch_norms, self._epoch_clipped = [], []
         stats = {
             "grad_norm_median": float(norms.median()),
