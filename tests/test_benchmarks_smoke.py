@@ -1,5 +1,5 @@
-"""Smoke tests of the benchmark scripts: ``distributions.py --quick``, ``evaluation.py --quick`` and
-``reproduce.py all --smoke`` run and print their tables.
+"""Smoke tests of the benchmark scripts: ``distributions.py --quick``, ``evaluation.py --quick``,
+``reproduce.py all --smoke``, ``kl_gradient.py`` and ``training_step.py`` run and print their tables.
 
 No timing is asserted: the benchmarks are not tests, this only keeps the scripts from rotting.
 """
@@ -381,3 +381,33 @@ def test_reproduce_gradient_clipping_gets_its_own_folders(tmp_path):
     bad = _run_script(REPRODUCE, "product", *flags, "--grad-clip", "0", cwd=tmp_path)
     assert bad.returncode == 2
     assert "--grad-clip must be a finite number > 0, got 0" in bad.stderr
+
+
+def test_training_step_benchmark_prints_every_latent(tmp_path):
+    latents = ["vmf:2,2", "normal:3"]
+    budget = ["--steps", "2", "--warmup", "1", "--batch-size", "8", "--threads", "1"]
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "training_step.py"),
+            *budget,
+            "--latent",
+            *latents,
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = _table_rows(result.stdout)
+    assert rows[0][2:] == [
+        "Pyro SVI step (ms)",
+        "with norm logging (ms)",
+        "PyTorch step (ms)",
+        "ratio",
+        "ratio with norm logging",
+    ]
+    assert [row[0] for row in rows[2:]] == latents
+    assert all(float(cell) > 0 for row in rows[2:] for cell in row[2:])
