@@ -3,9 +3,9 @@
 Both loops train the same network (MLP 784-256-128, a vMF or product-of-vMF posterior, uniform prior,
 Bernoulli likelihood) with Adam on the same minibatches (SVI with :class:`pyro_svae.train.optim.FusedAdam`,
 the trainer's optimizer); the PyTorch loop computes the negative ELBO
-directly (reconstruction + analytic KL) and calls ``torch.optim.Adam``. A second SVI loop adds what the
-trainer does on every step besides: the global gradient norm that its metrics log
-(:class:`~pyro_svae.train.clipping.GradientNormClip`, measuring only). Steps are timed side by side,
+directly (reconstruction + analytic KL) and calls ``torch.optim.Adam``. A second SVI loop adds the
+gradient-norm measurement the trainer makes on every step for its metrics
+(:class:`~pyro_svae.train.clipping.GradientNormClip` without a factor: measuring, not clipping). Steps are timed side by side,
 interleaved, with a fixed thread count; the table reports medians and the ratios Pyro / PyTorch (goal:
 at most 1.3).
 

@@ -4,7 +4,7 @@ The ELBO of a minibatch is scaled to the whole training set (``pyro.plate(..., s
 and the gradient norm falls by orders of magnitude while a VAE trains, so no fixed threshold
 suits a whole run. :class:`GradientNormClip` clips instead at ``factor`` times the median norm of
 the previous ``window`` steps (adaptive clipping in the spirit of Seetharaman et al. 2020, with a
-running median): a step whose gradient is a rare outlier, such as the planar flow's path gradient
+running median; the lower median for an even ``window``, as :func:`torch.median` takes it): a step whose gradient is a rare outlier, such as the planar flow's path gradient
 through a nearly collapsing step, is scaled down to the typical size, while ordinary steps are left
 untouched. Clipping starts once ``window`` steps have been seen.
 
@@ -83,9 +83,10 @@ class GradientNormClip:
         threshold = self.threshold()
         clipped = None
         if threshold is not None:
-            clipped = norm > threshold
+            # a zero threshold (most recent steps without gradient) clips nothing
+            clipped = (norm > threshold) & (threshold > 0)
             scale = torch.where(clipped, threshold / norm, torch.ones_like(norm))
-            torch._foreach_mul_(list(grads), scale.to(grads[0].dtype))
+            torch._foreach_mul_(list(grads), scale)  # a float64 0-dim scale: no rounding
         if self._history is None:
             self._history = torch.zeros(self.window, dtype=torch.float64, device=norm.device)
         self._history[self._seen % self.window] = norm
@@ -118,8 +119,9 @@ class GradientNormClip:
             "window": self.window,
             "seen": self._seen,
             "history": None if self._history is None else self._history.clone(),
-            "epoch_norms": [n.clone() for n in self._epoch_norms],
-            "epoch_clipped": [c.clone() for c in self._epoch_clipped],
+            # the per-step entries are never changed in place: a copy of the list is enough
+            "epoch_norms": list(self._epoch_norms),
+            "epoch_clipped": list(self._epoch_clipped),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -132,8 +134,8 @@ class GradientNormClip:
         history = state["history"]
         self._seen = state["seen"]
         self._history = None if history is None else history.clone()
-        self._epoch_norms = [n.clone() for n in state["epoch_norms"]]
-        self._epoch_clipped = [c.clone() for c in state["epoch_clipped"]]
+        self._epoch_norms = list(state["epoch_norms"])
+        self._epoch_clipped = list(state["epoch_clipped"])
 
     def to(self, device: torch.device | str) -> GradientNormClip:
         """Move the history to ``device`` (after loading a checkpoint saved elsewhere)."""

@@ -90,6 +90,25 @@ def test_state_round_trip_continues_exactly():
         GradientNormClip(2.0, window=4).load_state_dict(first.state_dict())
 
 
+def test_mixed_dtypes_and_a_zero_threshold():
+    clip = GradientNormClip(factor=2.0, window=2)
+    grads = [torch.tensor([3.0]), torch.tensor([4.0], dtype=torch.float64)]
+    assert float(clip(grads)) == pytest.approx(5.0)
+    zero = [torch.zeros(1), torch.zeros(1, dtype=torch.float64)]
+    clip(zero)
+    clip([torch.zeros(1), torch.zeros(1, dtype=torch.float64)])  # history now 0, 0
+    grads = [torch.tensor([30.0]), torch.tensor([40.0], dtype=torch.float64)]
+    clip(grads)  # a zero threshold clips nothing (it would zero every gradient)
+    assert [float(g) for g in grads] == [30.0, 40.0]
+    clip(grads)  # history 0, 50 -> lower median 0: still nothing
+    clip([torch.tensor([0.3]), torch.tensor([0.4], dtype=torch.float64)])
+    grads = [torch.tensor([300.0]), torch.tensor([400.0], dtype=torch.float64)]
+    clip(grads)  # history 50, 0.5 -> threshold 2 * 0.5 = 1
+    assert _global_norm([g.double() for g in grads]) == pytest.approx(1.0, rel=1e-6)
+    assert grads[1].dtype == torch.float64
+    assert clip.epoch_stats()["clipped_steps"] == 1
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
@@ -145,8 +164,28 @@ def test_training_logs_the_norm_and_clipped_steps(toy_data, tmp_path):
     assert state["seen"] == 2 * STEPS_PER_EPOCH
 
 
+def test_measuring_the_norm_leaves_adam_bit_for_bit():
+    """FusedAdam measuring the norm (the trainer's default) takes exactly the steps it takes alone."""
+    pyro.clear_param_store()
+    torch.manual_seed(0)
+    a = torch.nn.Parameter(torch.randn(4))
+    b = torch.nn.Parameter(a.detach().clone())
+    pyro.param("a", a)
+    pyro.param("b", b)
+    alone = FusedAdam({"lr": 0.1})
+    measuring = FusedAdam({"lr": 0.1}, clip=GradientNormClip())
+    for _ in range(5):
+        g = torch.randn(4)
+        a.grad, b.grad = g.clone(), g.clone()
+        alone([a])
+        measuring([b])
+        assert torch.equal(a.detach(), b.detach())
+    assert len(measuring.clip.epoch_stats()) == 2  # median and max, no clipped_steps
+    pyro.clear_param_store()
+
+
 def test_without_clipping_the_norms_are_logged_and_training_is_unchanged(toy_data, tmp_path):
-    """Measuring alone changes nothing, and a factor no step reaches equals no clipping."""
+    """A run without clipping logs the norms; a factor no step reaches trains exactly as it."""
     plain = train(tiny_config(tmp_path / "plain"), datasets=toy_data)
     lax = train(tiny_config(tmp_path / "lax", grad_clip=1e6, grad_clip_window=2), datasets=toy_data)
     assert plain["test"] == lax["test"]
@@ -170,6 +209,20 @@ def test_resume_with_clipping_is_bit_for_bit(toy_data, tmp_path):
     assert torch.equal(a["grad_clip"]["history"], b["grad_clip"]["history"])
     strip = [{k: v for k, v in r.items() if "seconds" not in k} for r in a["history"]]
     assert strip == [{k: v for k, v in r.items() if "seconds" not in k} for r in b["history"]]
+
+
+def test_a_checkpoint_from_before_the_norm_was_tracked_resumes(toy_data, tmp_path):
+    """Checkpoints written before this feature have no ``grad_clip`` entry: the history restarts."""
+    train(tiny_config(tmp_path, epochs=1), datasets=toy_data)
+    path = tmp_path / "checkpoint.pt"
+    state = load_checkpoint(path)
+    del state["grad_clip"]
+    torch.save(state, path)
+    trainer = Trainer(tiny_config(tmp_path, resume=True), datasets=toy_data)
+    summary = trainer.run()
+    assert summary["epochs_trained"] == 2
+    assert trainer.clip.steps_seen == STEPS_PER_EPOCH  # only the steps taken after the resume
+    assert trainer.history[-1]["grad_norm_median"] > 0
 
 
 @pytest.mark.filterwarnings("ignore:Encountered NaN")
