@@ -11,10 +11,11 @@ import math
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from .scripts import run_script
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "distributions.py"
 
@@ -36,17 +37,7 @@ def _table_rows(stdout: str) -> list[list[str]]:
 
 
 def test_quick_benchmark_prints_every_row():
-    env = {**os.environ, "PYTHONIOENCODING": "utf-8"}
-    # A subprocess, so that the script's global settings (threads, validation) stay out of this one.
-    result = subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick", "--threads", "1"],
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        env=env,
-        timeout=300,
-        check=False,
-    )
+    result = run_script(SCRIPT, "--quick", "--threads", "1", timeout=300)
     assert result.returncode == 0, result.stderr
     rows = _table_rows(result.stdout)
     header, separator, body = rows[0], rows[1], rows[2:]
@@ -80,6 +71,7 @@ ROOT = Path(__file__).resolve().parents[1]
 REPRODUCE = ROOT / "benchmarks" / "reproduce.py"
 EVALUATION = ROOT / "benchmarks" / "evaluation.py"
 KL_GRADIENT = ROOT / "benchmarks" / "kl_gradient.py"
+TRAINING_STEP = ROOT / "benchmarks" / "training_step.py"
 TABLES = {  # table -> number of rows
     "table1": 10,
     "table2": 6,
@@ -96,17 +88,16 @@ def _run_script(script: Path, *args: str, cwd: Path) -> subprocess.CompletedProc
             "the benchmarks need the dataset files: set PYRO_SVAE_DATA (tests/conftest.py does "
             "when ../shared/data exists)"
         )
-    env = {**os.environ, "PYTHONIOENCODING": "utf-8"}
-    return subprocess.run(
-        [sys.executable, str(script), *args],
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        env=env,
-        cwd=cwd,
-        timeout=600,
-        check=False,
-    )
+    return run_script(script, *args, cwd=cwd)
+
+
+def _assert_timing_table(result, columns: list[str], cases: list[str]) -> None:
+    """A benchmark's table: the timing columns after case and batch, one row per case, all > 0."""
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = _table_rows(result.stdout)
+    assert rows[0][2:] == columns
+    assert [row[0] for row in rows[2:]] == cases
+    assert all(float(cell) > 0 for row in rows[2:] for cell in row[2:])
 
 
 def test_reproduce_smoke_writes_every_table_then_reuses_and_resumes(tmp_path):
@@ -227,25 +218,15 @@ def test_evaluation_benchmark_quick(tmp_path):
 def test_kl_gradient_benchmark_prints_every_case(tmp_path):
     cases = ["normal:4", "vmf:3", "normal:4 planar:2", "normal:4 nice:2"]
     budget = ["--steps", "2", "--warmup", "1", "--batch-size", "8"]
-    result = subprocess.run(
-        [sys.executable, str(KL_GRADIENT), *budget, "--cases", *cases],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=300,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    rows = _table_rows(result.stdout)
-    assert rows[0][2:] == [
+    result = run_script(KL_GRADIENT, *budget, "--cases", *cases, cwd=tmp_path, timeout=300)
+    columns = [
         "default (ms)",
         "path (ms)",
         "base path (ms)",
         "path / default",
         "base path / default",
     ]
-    assert [row[0] for row in rows[2:]] == cases
-    assert all(float(cell) > 0 for row in rows[2:] for cell in row[2:])
+    _assert_timing_table(result, columns, cases)
 
 
 def test_committed_full_runs_are_still_recognised_as_finished(tmp_path):
@@ -386,28 +367,12 @@ def test_reproduce_gradient_clipping_gets_its_own_folders(tmp_path):
 def test_training_step_benchmark_prints_every_latent(tmp_path):
     latents = ["vmf:2,2", "normal:3"]
     budget = ["--steps", "2", "--warmup", "1", "--batch-size", "8", "--threads", "1"]
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "benchmarks" / "training_step.py"),
-            *budget,
-            "--latent",
-            *latents,
-        ],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=300,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    rows = _table_rows(result.stdout)
-    assert rows[0][2:] == [
+    result = run_script(TRAINING_STEP, *budget, "--latent", *latents, cwd=tmp_path, timeout=300)
+    columns = [
         "Pyro SVI step (ms)",
         "with norm logging (ms)",
         "PyTorch step (ms)",
         "ratio",
         "ratio with norm logging",
     ]
-    assert [row[0] for row in rows[2:]] == latents
-    assert all(float(cell) > 0 for row in rows[2:] for cell in row[2:])
+    _assert_timing_table(result, columns, latents)

@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from pyro_svae.data import default_data_root
 from pyro_svae.train import TrainConfig
+
+from .scripts import run_script
 
 SCRIPTS = (
     Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "experiments" / "flows_kl"
@@ -32,17 +32,7 @@ pytestmark = [
 
 
 def _run(script: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONIOENCODING": "utf-8", "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(
-        [sys.executable, str(SCRIPTS / script), *args],
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        cwd=cwd,
-        env=env,
-        timeout=600,
-        check=False,
-    )
+    result = run_script(SCRIPTS / script, *args, cwd=cwd, OMP_NUM_THREADS="1")
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
     return result
 

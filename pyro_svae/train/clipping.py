@@ -75,10 +75,9 @@ class GradientNormClip:
         before clipping (a 0-dim tensor)."""
         if not grads:
             raise ValueError("no gradients to measure")
-        # per-tensor norms in one fused call (in the gradients' dtype), combined in float64
+        # per-tensor norms in one fused call (in the gradients' dtype; stack promotes mixed
+        # dtypes), combined in float64
         per_tensor = torch._foreach_norm(list(grads))
-        if len({n.dtype for n in per_tensor}) > 1:
-            per_tensor = [n.to(torch.float64) for n in per_tensor]
         norm = torch.linalg.vector_norm(torch.stack(per_tensor).to(torch.float64))
         threshold = self.threshold()
         clipped = None
