@@ -136,6 +136,14 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"Möbius dilations in each 'mobiusmix' flow step (default: {d['mixture_components']})",
     )
     model.add_argument(
+        "--planar-min-det",
+        type=float,
+        default=S,
+        metavar="DELTA",
+        help="keep the Jacobian determinant of every planar step above DELTA, in [0, 1) "
+        "(default: 0, Pyro's planar step, whose determinant can come arbitrarily close to 0)",
+    )
+    model.add_argument(
         "--diffusion-steps",
         type=_positive_int,
         default=S,

@@ -5,9 +5,13 @@ the model."""
 
 from .euclidean import (
     AdditiveCoupling,
+    BoundedPlanar,
+    ConditionalBoundedPlanar,
+    ConditionedBoundedPlanar,
     DiagonalScaling,
     EuclideanFlow,
     LinearHypernet,
+    bounded_u_hat,
     identity_planar_parameters,
 )
 from .spec import (
@@ -27,6 +31,9 @@ __all__ = [
     "FLOW_TYPES",
     "SPHERE_FLOWS",
     "AdditiveCoupling",
+    "BoundedPlanar",
+    "ConditionalBoundedPlanar",
+    "ConditionedBoundedPlanar",
     "DiagonalScaling",
     "EuclideanFlow",
     "FlowSpec",
@@ -36,6 +43,7 @@ __all__ = [
     "MobiusTransform",
     "SphereFlow",
     "SphereHouseholder",
+    "bounded_u_hat",
     "identity_planar_parameters",
     "mobius_point",
     "parse_flow_spec",

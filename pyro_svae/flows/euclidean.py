@@ -18,26 +18,39 @@ along a random direction (log-det :math:`-0.37` a step) with :math:`\lVert\hat u
 :func:`identity_planar_parameters` instead gives each step a unit random :math:`w_0`, :math:`b_0 = 0`
 and :math:`u_0 = \log(e - 1)\, w_0`, for which :math:`m(w_0^\top u_0) = 0`, so :math:`\hat u = 0`
 exactly (static) or nearly (amortized, small hypernet weights).
+
+Pyro's constraint keeps :math:`\det J = 1 + (1 - \tanh^2(w^\top z + b))\, w^\top \hat u` positive
+but not away from 0: a trained step can nearly collapse a direction, where :math:`\log\det J` and
+its gradients are unbounded. ``planar_min_det=δ`` (:class:`BoundedPlanar`) shifts :math:`m` to
+:math:`m_\delta(a) = -1 + \delta + \log(1 + e^a)`, so that :math:`w^\top \hat u > -1 + \delta` and
+:math:`\det J > \delta` at every input.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from functools import partial
 
 import pyro.distributions.transforms as T
 import torch
 from pyro.distributions import constraints
 from pyro.distributions.torch_transform import TransformModule
+from pyro.distributions.transforms.planar import ConditionedPlanar
 from torch import Tensor, nn
 from torch.distributions import Transform
+from torch.nn import functional as F
 
 __all__ = [
     "AdditiveCoupling",
+    "BoundedPlanar",
+    "ConditionalBoundedPlanar",
+    "ConditionedBoundedPlanar",
     "CouplingNet",
     "DiagonalScaling",
     "EuclideanFlow",
     "LinearHypernet",
+    "bounded_u_hat",
     "identity_planar_parameters",
 ]
 
@@ -62,7 +75,7 @@ class LinearHypernet(nn.Module):
         return tuple(self.linear(h).split(self.param_dims, dim=-1))
 
 
-def identity_planar_parameters(dim: int) -> tuple[Tensor, Tensor, Tensor]:
+def identity_planar_parameters(dim: int, min_det: float = 0.0) -> tuple[Tensor, Tensor, Tensor]:
     r"""Planar parameters ``(b, u, w)`` of shapes ``(1,), (dim,), (dim,)`` at which the step is the identity.
 
     Pyro's planar step :math:`z + \hat u \tanh(w^\top z + b)` uses
@@ -70,17 +83,75 @@ def identity_planar_parameters(dim: int) -> tuple[Tensor, Tensor, Tensor]:
     so near-zero :math:`u, w` are not the identity but a contraction by a factor :math:`\log 2 \approx 0.69`
     along :math:`w`. Here :math:`w` is a random unit vector (from torch's global generator),
     :math:`b = 0` and :math:`u = \log(e - 1)\, w`: then :math:`m(w^\top u) = 0`, so :math:`\hat u = 0`, while
-    :math:`\lVert w\rVert = 1` keeps :math:`\hat u` well conditioned as training moves away.
+    :math:`\lVert w\rVert = 1` keeps :math:`\hat u` well conditioned as training moves away. With
+    ``min_det=δ`` (:class:`BoundedPlanar`), :math:`u = \log(e^{1-\delta} - 1)\, w`, for which
+    :math:`m_\delta(w^\top u) = 0`.
     """
+    _check_min_det(min_det)
     w = torch.randn(dim)
     w = w / w.norm()
-    return torch.zeros(1), math.log(math.e - 1.0) * w, w
+    return torch.zeros(1), math.log(math.expm1(1.0 - min_det)) * w, w
 
 
-def _planar_step(dim: int, context_dim: int | None) -> nn.Module:
-    bias, u, w = identity_planar_parameters(dim)
+def _check_min_det(min_det: float) -> None:
+    if isinstance(min_det, bool) or not (isinstance(min_det, int | float) and 0.0 <= min_det < 1.0):
+        raise ValueError(f"planar_min_det must be a number in [0, 1), got {min_det!r}")
+
+
+def bounded_u_hat(u: Tensor, w: Tensor, min_det: float) -> Tensor:
+    r""":math:`\hat u = u + (m_\delta(w^\top u) - w^\top u)\, w / \lVert w\rVert^2` with
+    :math:`m_\delta(a) = -1 + \delta + \log(1 + e^a)`, so :math:`w^\top \hat u = m_\delta(w^\top u) > -1 + \delta`
+    (``δ = min_det``; Pyro's :math:`\hat u` is ``δ = 0``)."""
+    alpha = (u * w).sum(-1, keepdim=True)
+    shift = min_det - 1.0 + F.softplus(alpha) - alpha
+    return u + shift * w / w.pow(2).sum(-1, keepdim=True)
+
+
+class ConditionedBoundedPlanar(ConditionedPlanar):
+    r"""Pyro's planar step with :math:`\det J > \delta` (``min_det``): :math:`\hat u` from
+    :func:`bounded_u_hat`. ``params`` as for :class:`~pyro.distributions.transforms.ConditionedPlanar`."""
+
+    def __init__(self, params, min_det: float) -> None:
+        super().__init__(params)
+        _check_min_det(min_det)
+        self.min_det = float(min_det)
+
+    def u_hat(self, u: Tensor, w: Tensor) -> Tensor:
+        return bounded_u_hat(u, w, self.min_det)
+
+
+class BoundedPlanar(T.Planar):
+    r"""Static planar step :math:`z + \hat u \tanh(w^\top z + b)` with :math:`\det J > \delta`
+    (``min_det``) at every input; Pyro's :class:`~pyro.distributions.transforms.Planar` is
+    ``min_det=0``, where the determinant can come arbitrarily close to 0."""
+
+    def __init__(self, input_dim: int, min_det: float) -> None:
+        super().__init__(input_dim)
+        _check_min_det(min_det)
+        self.min_det = float(min_det)
+
+    def u_hat(self, u: Tensor, w: Tensor) -> Tensor:
+        return bounded_u_hat(u, w, self.min_det)
+
+
+class ConditionalBoundedPlanar(T.ConditionalPlanar):
+    r"""Amortized :class:`BoundedPlanar`: ``nn(context)`` gives ``(b, u, w)``, and
+    :meth:`condition` returns a :class:`ConditionedBoundedPlanar`."""
+
+    def __init__(self, nn: Callable, min_det: float) -> None:
+        super().__init__(nn)
+        _check_min_det(min_det)
+        self.min_det = float(min_det)
+
+    def condition(self, context: Tensor) -> ConditionedBoundedPlanar:
+        return ConditionedBoundedPlanar(partial(self._params, context), self.min_det)
+
+
+def _planar_step(dim: int, context_dim: int | None, min_det: float) -> nn.Module:
+    """A planar step at the identity: Pyro's (``min_det=0``) or a bounded one."""
+    bias, u, w = identity_planar_parameters(dim, min_det)
     if context_dim is None:
-        step = T.Planar(dim)
+        step = T.Planar(dim) if min_det == 0 else BoundedPlanar(dim, min_det)
         with torch.no_grad():
             step.bias.copy_(bias)
             step.u.copy_(u)
@@ -89,7 +160,11 @@ def _planar_step(dim: int, context_dim: int | None) -> nn.Module:
     hypernet = LinearHypernet(context_dim, [1, dim, dim])
     with torch.no_grad():
         hypernet.linear.bias.copy_(torch.cat([bias, u, w]))
-    return T.ConditionalPlanar(hypernet)
+    return (
+        T.ConditionalPlanar(hypernet)
+        if min_det == 0
+        else ConditionalBoundedPlanar(hypernet, min_det)
+    )
 
 
 class CouplingNet(nn.Module):
@@ -212,6 +287,8 @@ class EuclideanFlow(nn.Module):
     :param terms: :class:`~pyro_svae.flows.spec.FlowTerm` s (their Euclidean kinds).
     :param int context_dim: width of the encoder features for an amortized flow, ``None`` for static.
     :param int coupling_hidden: hidden width of the NICE shift networks.
+    :param float planar_min_det: lower bound δ in [0, 1) on each planar step's Jacobian determinant
+        (0: Pyro's planar step, whose determinant is only kept positive; see :class:`BoundedPlanar`).
 
     :meth:`transforms` returns the list of :class:`torch.distributions.Transform` to push the base
     posterior through, conditioned on the encoder features ``h`` when amortized.
@@ -223,9 +300,12 @@ class EuclideanFlow(nn.Module):
         terms: Sequence,
         context_dim: int | None = None,
         coupling_hidden: int = 64,
+        planar_min_det: float = 0.0,
     ) -> None:
         super().__init__()
+        _check_min_det(planar_min_det)
         self.dim = int(dim)
+        self.planar_min_det = float(planar_min_det)
         self.amortized = context_dim is not None
         self.kinds: list[str] = []
         self.flips: list[bool] = []
@@ -255,7 +335,7 @@ class EuclideanFlow(nn.Module):
             cond, moved = (split, d - split) if step % 2 == 0 else (d - split, split)
             return CouplingNet(cond + (context_dim or 0), moved, hidden)
         if kind == "planar":
-            return _planar_step(d, context_dim)
+            return _planar_step(d, context_dim, self.planar_min_det)
         if context_dim is None:
             if kind == "radial":
                 return T.Radial(d)

@@ -52,6 +52,9 @@ class FlowVAE(VAE):
         (parameters from the encoder features); ``None`` keeps the spec's type (``"static"`` for strings).
     :param int coupling_hidden: hidden width of NICE's shift networks.
     :param int mixture_components: number of Möbius dilations in each ``mobiusmix`` step.
+    :param float planar_min_det: lower bound δ in [0, 1) on the Jacobian determinant of every planar
+        step (default 0: Pyro's planar step; see :class:`~pyro_svae.flows.BoundedPlanar`). A value
+        above 0 needs a planar step in ``flow``.
 
     Other keyword arguments are :class:`VAE`'s (``arch="conv"`` included).
     """
@@ -65,10 +68,20 @@ class FlowVAE(VAE):
         flow_type: str | None = None,
         coupling_hidden: int = 64,
         mixture_components: int = DEFAULT_MIXTURE_COMPONENTS,
+        planar_min_det: float = 0.0,
         **kwargs,
     ) -> None:
         super().__init__(latent, data_dim, **kwargs)
         self.flow_spec = parse_flow_spec(flow, flow_type)
+        if planar_min_det and not any(
+            t.kind == "planar" for t in (self.flow_spec.terms if self.flow_spec else ())
+        ):
+            where = (
+                f"the flow {str(self.flow_spec)!r} has none"
+                if self.flow_spec
+                else "there is no flow"
+            )
+            raise ValueError(f"planar_min_det={planar_min_det!r} bounds planar steps, but {where}")
         self.flows = nn.ModuleDict()
         spec = self.flow_spec
         if spec is None:
@@ -93,6 +106,7 @@ class FlowVAE(VAE):
                         terms,
                         context_dim=context,
                         coupling_hidden=coupling_hidden,
+                        planar_min_det=planar_min_det,
                     )
         if not self.flows:
             raise ValueError(

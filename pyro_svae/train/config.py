@@ -75,6 +75,7 @@ VALUES_BEFORE_FIELD_EXISTED: dict[str, Any] = {
     "kl": "auto",
     "grad_clip": None,
     "grad_clip_window": 500,
+    "planar_min_det": 0.0,
 }
 
 
@@ -142,6 +143,7 @@ class TrainConfig:
     flow: str | None = None
     flow_type: str = "static"
     mixture_components: int = DEFAULT_MIXTURE_COMPONENTS
+    planar_min_det: float = 0.0
     progress: bool = True
     distributed: bool = False
     knn_labels: tuple[int, ...] = field(default=(100, 600, 1000))
@@ -236,9 +238,13 @@ class TrainConfig:
         if self.kl_gradient != "total" and self.kl == "analytic":
             raise ValueError(PATH_NEEDS_MC)
         try:
-            parse_flow_spec(self.flow, self.flow_type)
+            spec = parse_flow_spec(self.flow, self.flow_type)
         except (TypeError, ValueError) as err:
             raise ValueError(f"flow: {err}") from None
+        if not _is_number(self.planar_min_det) or not 0 <= self.planar_min_det < 1:
+            raise bad("planar_min_det", "a number in [0, 1) (0: Pyro's planar step)")
+        if self.planar_min_det and not (spec and any(t.kind == "planar" for t in spec.terms)):
+            raise bad("planar_min_det", "0 unless the flow has planar steps")
         if not (_is_int(self.mixture_components) and self.mixture_components > 0):
             raise bad(
                 "mixture_components", "a positive number of Möbius dilations per mobiusmix step"

@@ -190,6 +190,7 @@ class Trainer:
                 "flow": config.flow,
                 "flow_type": config.flow_type,
                 "mixture_components": config.mixture_components,
+                "planar_min_det": config.planar_min_det,
             }
         self.vae = model_class(
             config.latent,

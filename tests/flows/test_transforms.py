@@ -7,11 +7,16 @@ import math
 import pyro.distributions as dist
 import pytest
 import torch
+from pyro.distributions.transforms.planar import ConditionedPlanar
 from torch.autograd.functional import jacobian
+from torch.nn import functional as F
 
 from pyro_svae.distributions import HypersphericalUniform, PowerSpherical, VonMisesFisher
 from pyro_svae.flows import (
     AdditiveCoupling,
+    BoundedPlanar,
+    ConditionalBoundedPlanar,
+    ConditionedBoundedPlanar,
     DiagonalScaling,
     EuclideanFlow,
     FlowTerm,
@@ -19,6 +24,7 @@ from pyro_svae.flows import (
     MobiusTransform,
     SphereFlow,
     SphereHouseholder,
+    bounded_u_hat,
     identity_planar_parameters,
     parse_flow_spec,
 )
@@ -33,9 +39,15 @@ def _randomize(module: torch.nn.Module) -> None:
             p.normal_(0.0, 0.5)
 
 
-def _euclidean_transforms(kind: str, amortized: bool, context: torch.Tensor):
+def _euclidean_transforms(
+    kind: str, amortized: bool, context: torch.Tensor, planar_min_det: float = 0.0
+):
     flow = EuclideanFlow(
-        D, parse_flow_spec(kind).terms, context_dim=H if amortized else None, coupling_hidden=8
+        D,
+        parse_flow_spec(kind).terms,
+        context_dim=H if amortized else None,
+        coupling_hidden=8,
+        planar_min_det=planar_min_det,
     ).double()
     _randomize(flow)
     return flow.transforms(context if amortized else None)
@@ -51,11 +63,20 @@ def _compose(transforms, x):
 
 
 @pytest.mark.parametrize("amortized", [False, True], ids=["static", "amortized"])
-@pytest.mark.parametrize("kind", ["planar:2", "radial:2", "householder:3", "nice:3"])
-def test_euclidean_logdet_matches_autograd(kind, amortized):
+@pytest.mark.parametrize(
+    ("kind", "min_det"),
+    [
+        ("planar:2", 0.0),
+        ("planar:2", 0.4),
+        ("radial:2", 0.0),
+        ("householder:3", 0.0),
+        ("nice:3", 0.0),
+    ],
+)
+def test_euclidean_logdet_matches_autograd(kind, min_det, amortized):
     torch.manual_seed(1)
     context = torch.randn(1, H, dtype=torch.float64)
-    transforms = _euclidean_transforms(kind, amortized, context)
+    transforms = _euclidean_transforms(kind, amortized, context, min_det)
     for _ in range(3):
         x = torch.randn(1, D, dtype=torch.float64)
         _y, logdet = _compose(transforms, x)
@@ -91,6 +112,78 @@ def test_planar_starts_at_a_well_conditioned_identity(amortized):
     assert bias.shape == (1,)
     assert u.shape == w.shape == (dim,)
     assert torch.allclose(-1 + torch.nn.functional.softplus(a), torch.zeros(()), atol=1e-6)
+
+
+def _collapsing_planar_parameters(dim: int, count: int) -> tuple[torch.Tensor, ...]:
+    """Planar parameters ``(b, u, w)`` with w^T u far below -1, where Pyro's step nearly collapses
+    the direction w (its w^T u_hat = -1 + softplus(w^T u) is just above -1)."""
+    w = torch.randn(count, dim, dtype=torch.float64)
+    u = (
+        -torch.linspace(3.0, 30.0, count, dtype=torch.float64).unsqueeze(-1)
+        * w
+        / w.pow(2).sum(-1, keepdim=True)
+    )
+    return torch.zeros(count, 1, dtype=torch.float64), u, w
+
+
+@pytest.mark.parametrize("min_det", [0.01, 0.2, 0.9])
+def test_bounded_planar_keeps_the_determinant_above_its_bound(min_det):
+    """det J = 1 + (1 - tanh^2(w^T z + b)) w^T u_hat. Where w^T u is very negative and w^T z + b = 0
+    (tanh' = 1), Pyro's step has det J = softplus(w^T u), down to 1e-13 here; the bounded step's
+    det J stays above min_det there and anywhere else."""
+    torch.manual_seed(5)
+    count, dim = 10, 6
+    bias, u, w = _collapsing_planar_parameters(dim, count)
+    on_plane = torch.randn(count, dim, dtype=torch.float64)
+    on_plane = on_plane - (on_plane * w).sum(-1, keepdim=True) * w / w.pow(2).sum(-1, keepdim=True)
+    z = torch.cat([on_plane, torch.randn(count, dim, dtype=torch.float64)])  # tanh' = 1, then any
+    params = tuple(p.repeat(2, 1) for p in (bias, u, w))
+    bounded = ConditionedBoundedPlanar(params, min_det)
+    pyro_step = ConditionedPlanar(params)
+    det = bounded.log_abs_det_jacobian(z, bounded(z)).exp()
+    pyro_det = pyro_step.log_abs_det_jacobian(z, pyro_step(z)).exp()
+    assert (det > min_det).all()
+    assert torch.allclose(det[:count], min_det + F.softplus((u * w).sum(-1)), rtol=1e-12)
+    assert pyro_det[:count].min() < 1e-12  # the unbounded step does collapse here
+    assert torch.allclose(pyro_det[:count], F.softplus((u * w).sum(-1)), rtol=1e-9)
+    # away from the collapse (w^T u >> 0) the bound changes the step by w^T u_hat += min_det only
+    u_far = -u
+    far = ConditionedBoundedPlanar((bias, u_far, w), min_det)
+    assert torch.allclose(
+        (far.u_hat(u_far, w) * w).sum(-1), min_det - 1 + F.softplus((u_far * w).sum(-1))
+    )
+
+
+@pytest.mark.parametrize("amortized", [False, True], ids=["static", "amortized"])
+def test_bounded_planar_steps_start_at_the_identity_and_zero_is_pyros_step(amortized):
+    torch.manual_seed(6)
+    context = torch.randn(50, H).relu()
+    terms = parse_flow_spec("planar:3").terms
+    flow = EuclideanFlow(D, terms, H if amortized else None, planar_min_det=0.3)
+    expected = ConditionalBoundedPlanar if amortized else BoundedPlanar
+    assert all(type(step) is expected and step.min_det == 0.3 for step in flow.steps)
+    x = torch.randn(50, D)
+    for t in flow.transforms(context if amortized else None):
+        assert isinstance(t, ConditionedBoundedPlanar if amortized else BoundedPlanar)
+        y = t(x)
+        tol = 0.05 if amortized else 1e-5
+        assert (y - x).norm(dim=-1).max() < tol
+        assert t.log_abs_det_jacobian(x, y).abs().max() < tol
+        x = y
+    _bias, u, w = identity_planar_parameters(D, 0.3)
+    assert torch.allclose((u * w).sum(), torch.tensor(math.log(math.expm1(0.7))))
+    assert torch.allclose(bounded_u_hat(u, w, 0.3), torch.zeros(D), atol=1e-6)
+    pyro_steps = EuclideanFlow(D, terms, H if amortized else None).steps
+    pyro_type = dist.transforms.ConditionalPlanar if amortized else dist.transforms.Planar
+    assert all(type(step) is pyro_type for step in pyro_steps)
+
+
+@pytest.mark.parametrize("min_det", [-0.1, 1.0, float("nan"), True])
+def test_bad_planar_min_det_is_rejected(min_det):
+    with pytest.raises(ValueError, match=r"planar_min_det must be a number in \[0, 1\)"):
+        EuclideanFlow(D, parse_flow_spec("planar:1").terms, planar_min_det=min_det)
+    with pytest.raises(ValueError, match="planar_min_det"):
+        identity_planar_parameters(D, min_det)
 
 
 @pytest.mark.parametrize("amortized", [False, True], ids=["static", "amortized"])

@@ -13,6 +13,7 @@ import torch
 
 from pyro_svae.cli import build_parser, config_from_args, latent_from_args, main
 from pyro_svae.data import BinaryImageData, default_data_root
+from pyro_svae.models import FlowVAE
 from pyro_svae.train import TrainConfig, Trainer
 
 FLAGS = [
@@ -177,6 +178,41 @@ def test_mixture_components_reach_the_sphere_flow(tmp_path):
         build_parser().parse_args([*argv[:-1], "0"])
     with pytest.raises(ValueError, match="mixture_components"):  # ... and so does the config
         TrainConfig(latent="vmf:2", flow="mobiusmix:1", mixture_components=0).validate()
+
+
+def test_planar_min_det_reaches_every_planar_step(tmp_path):
+    """``--planar-min-det`` bounds every planar step's determinant; the config and the model refuse
+    values outside [0, 1) and a bound on a flow without planar steps."""
+    argv = [
+        "train",
+        "--latent",
+        "normal:2",
+        "--flow",
+        "radial:1+planar:2",
+        "--planar-min-det",
+        "0.1",
+    ]
+    args = build_parser().parse_args([*argv, "--out", str(tmp_path), "--no-progress"])
+    config = config_from_args(args)
+    assert config.planar_min_det == 0.1
+    images = (torch.rand(20, 16, generator=torch.Generator().manual_seed(0)) < 0.5).double()
+    data = BinaryImageData(images, None, image_shape=(1, 4, 4), name="toy")
+    trainer = Trainer(config, datasets={"train": data, "valid": data, "test": data})
+    try:
+        steps = list(trainer.vae.flows["0"].steps)
+        assert [type(s).__name__ for s in steps] == ["Radial", "BoundedPlanar", "BoundedPlanar"]
+        assert [s.min_det for s in steps[1:]] == [0.1, 0.1]
+    finally:
+        trainer.close()
+    for bad in (-0.5, 1.0, float("nan")):
+        with pytest.raises(ValueError, match="planar_min_det must be a number in"):
+            TrainConfig(latent="normal:2", flow="planar:1", planar_min_det=bad).validate()
+    with pytest.raises(ValueError, match="planar_min_det must be 0 unless the flow has planar"):
+        TrainConfig(latent="normal:2", flow="radial:1", planar_min_det=0.1).validate()
+    with pytest.raises(
+        ValueError, match=r"planar_min_det=0\.1 bounds planar steps, but there is no"
+    ):
+        FlowVAE("normal:2", 16, planar_min_det=0.1)
 
 
 def test_kl_mode_and_gradient_reach_the_elbo(tmp_path):

@@ -62,6 +62,7 @@ def load_model(path: str, data) -> tuple[FlowVAE, int]:
         flow=c["flow"],
         flow_type=c["flow_type"],
         mixture_components=c["mixture_components"],
+        planar_min_det=c.get("planar_min_det", 0.0),
     )
     vae.load_state_dict(state["model"])
     return vae.eval(), state["epoch"]
