@@ -107,12 +107,10 @@ def bounded_u_hat(u: Tensor, w: Tensor, min_det: float) -> Tensor:
     return u + shift * w / w.pow(2).sum(-1, keepdim=True)
 
 
-class ConditionedBoundedPlanar(ConditionedPlanar):
-    r"""Pyro's planar step with :math:`\det J > \delta` (``min_det``): :math:`\hat u` from
-    :func:`bounded_u_hat`. ``params`` as for :class:`~pyro.distributions.transforms.ConditionedPlanar`."""
+class _BoundedUHat:
+    """:meth:`u_hat` of a planar step with the determinant bound ``min_det`` (see :func:`bounded_u_hat`)."""
 
-    def __init__(self, params, min_det: float) -> None:
-        super().__init__(params)
+    def _set_min_det(self, min_det: float) -> None:
         _check_min_det(min_det)
         self.min_det = float(min_det)
 
@@ -120,18 +118,23 @@ class ConditionedBoundedPlanar(ConditionedPlanar):
         return bounded_u_hat(u, w, self.min_det)
 
 
-class BoundedPlanar(T.Planar):
+class ConditionedBoundedPlanar(_BoundedUHat, ConditionedPlanar):
+    r"""Pyro's planar step with :math:`\det J > \delta` (``min_det``): :math:`\hat u` from
+    :func:`bounded_u_hat`. ``params`` as for :class:`~pyro.distributions.transforms.ConditionedPlanar`."""
+
+    def __init__(self, params, min_det: float) -> None:
+        super().__init__(params)
+        self._set_min_det(min_det)
+
+
+class BoundedPlanar(_BoundedUHat, T.Planar):
     r"""Static planar step :math:`z + \hat u \tanh(w^\top z + b)` with :math:`\det J > \delta`
     (``min_det``) at every input; Pyro's :class:`~pyro.distributions.transforms.Planar` is
     ``min_det=0``, where the determinant can come arbitrarily close to 0."""
 
     def __init__(self, input_dim: int, min_det: float) -> None:
         super().__init__(input_dim)
-        _check_min_det(min_det)
-        self.min_det = float(min_det)
-
-    def u_hat(self, u: Tensor, w: Tensor) -> Tensor:
-        return bounded_u_hat(u, w, self.min_det)
+        self._set_min_det(min_det)
 
 
 class ConditionalBoundedPlanar(T.ConditionalPlanar):

@@ -159,21 +159,26 @@ def test_end_to_end_then_resume(tmp_path, capsys):
     assert summary["epochs_trained"] == 2
 
 
-def test_mixture_components_reach_the_sphere_flow(tmp_path):
-    """``--mixture-components K`` sets the number of Möbius dilations of every mobiusmix step."""
-    argv = ["train", "--latent", "vmf:2", "--flow", "mobiusmix:2", "--mixture-components", "6"]
+def _flows_built_by_the_trainer(argv: list[str], tmp_path: Path) -> tuple[TrainConfig, list]:
+    """The config that ``argv`` gives and the flows of the model a trainer builds from it (toy data)."""
     args = build_parser().parse_args([*argv, "--out", str(tmp_path), "--no-progress"])
     config = config_from_args(args)
-    assert config.mixture_components == 6
     images = (torch.rand(20, 16, generator=torch.Generator().manual_seed(0)) < 0.5).double()
     data = BinaryImageData(images, None, image_shape=(1, 4, 4), name="toy")
     trainer = Trainer(config, datasets={"train": data, "valid": data, "test": data})
     try:
-        flows = list(trainer.vae.flows.values())
-        assert [flow.components for flow in flows] == [6]
-        assert all(p.shape[-1] == 3 + 2 * 6 for p in flows[0].params)  # axis + 6 scales + 6 logits
+        return config, list(trainer.vae.flows.values())
     finally:
         trainer.close()
+
+
+def test_mixture_components_reach_the_sphere_flow(tmp_path):
+    """``--mixture-components K`` sets the number of Möbius dilations of every mobiusmix step."""
+    argv = ["train", "--latent", "vmf:2", "--flow", "mobiusmix:2", "--mixture-components", "6"]
+    config, flows = _flows_built_by_the_trainer(argv, tmp_path)
+    assert config.mixture_components == 6
+    assert [flow.components for flow in flows] == [6]
+    assert all(p.shape[-1] == 3 + 2 * 6 for p in flows[0].params)  # axis + 6 scales + 6 logits
     with pytest.raises(SystemExit):  # the parser refuses it ...
         build_parser().parse_args([*argv[:-1], "0"])
     with pytest.raises(ValueError, match="mixture_components"):  # ... and so does the config
@@ -192,18 +197,11 @@ def test_planar_min_det_reaches_every_planar_step(tmp_path):
         "--planar-min-det",
         "0.1",
     ]
-    args = build_parser().parse_args([*argv, "--out", str(tmp_path), "--no-progress"])
-    config = config_from_args(args)
+    config, flows = _flows_built_by_the_trainer(argv, tmp_path)
     assert config.planar_min_det == 0.1
-    images = (torch.rand(20, 16, generator=torch.Generator().manual_seed(0)) < 0.5).double()
-    data = BinaryImageData(images, None, image_shape=(1, 4, 4), name="toy")
-    trainer = Trainer(config, datasets={"train": data, "valid": data, "test": data})
-    try:
-        steps = list(trainer.vae.flows["0"].steps)
-        assert [type(s).__name__ for s in steps] == ["Radial", "BoundedPlanar", "BoundedPlanar"]
-        assert [s.min_det for s in steps[1:]] == [0.1, 0.1]
-    finally:
-        trainer.close()
+    steps = list(flows[0].steps)
+    assert [type(s).__name__ for s in steps] == ["Radial", "BoundedPlanar", "BoundedPlanar"]
+    assert [s.min_det for s in steps[1:]] == [0.1, 0.1]
     for bad in (-0.5, 1.0, float("nan")):
         with pytest.raises(ValueError, match="planar_min_det must be a number in"):
             TrainConfig(latent="normal:2", flow="planar:1", planar_min_det=bad).validate()
