@@ -113,6 +113,10 @@ class FlowSpec:
         """The terms that apply to sphere groups."""
         return tuple(t for t in self.terms if t.spherical)
 
+    def has_kind(self, kind: str) -> bool:
+        """Whether any term is of flow kind ``kind``."""
+        return any(t.kind == kind for t in self.terms)
+
     @property
     def num_steps(self) -> int:
         return sum(t.steps for t in self.terms)

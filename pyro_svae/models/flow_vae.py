@@ -73,9 +73,7 @@ class FlowVAE(VAE):
     ) -> None:
         super().__init__(latent, data_dim, **kwargs)
         self.flow_spec = parse_flow_spec(flow, flow_type)
-        if planar_min_det and not any(
-            t.kind == "planar" for t in (self.flow_spec.terms if self.flow_spec else ())
-        ):
+        if planar_min_det and not (self.flow_spec and self.flow_spec.has_kind("planar")):
             where = (
                 f"the flow {str(self.flow_spec)!r} has none"
                 if self.flow_spec

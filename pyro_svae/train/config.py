@@ -243,7 +243,7 @@ class TrainConfig:
             raise ValueError(f"flow: {err}") from None
         if not _is_number(self.planar_min_det) or not 0 <= self.planar_min_det < 1:
             raise bad("planar_min_det", "a number in [0, 1) (0: Pyro's planar step)")
-        if self.planar_min_det and not (spec and any(t.kind == "planar" for t in spec.terms)):
+        if self.planar_min_det and not (spec and spec.has_kind("planar")):
             raise bad("planar_min_det", "0 unless the flow has planar steps")
         if not (_is_int(self.mixture_components) and self.mixture_components > 0):
             raise bad(

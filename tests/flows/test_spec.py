@@ -25,6 +25,9 @@ def test_parse_terms_type_and_whitespace():
     mixed = parse_flow_spec("planar:2+mobiusmix:3")
     assert mixed.euclidean_terms() == (FlowTerm("planar", 2),)
     assert mixed.sphere_terms() == (FlowTerm("mobiusmix", 3),)
+    assert mixed.has_kind("planar")
+    assert mixed.has_kind("mobiusmix")
+    assert not mixed.has_kind("radial")
 
 
 @pytest.mark.parametrize("kind", ["planar", "radial", "householder", "nice", "mobius", "mobiusmix"])
