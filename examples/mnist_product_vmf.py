@@ -6,7 +6,7 @@ unbiased reparameterised gradients and the analytic KL. After training the scrip
 log-likelihood (importance sampled), ELBO, reconstruction (RE), KL and k-NN accuracy on posterior means,
 and writes samples, reconstructions and training curves next to each run.
 
-The defaults finish in a few minutes on 2 CPU cores (5 epochs of dynamic MNIST, 2000 test points); the
+The defaults finish in a few minutes on 2 CPU cores (5 epochs of dynamic MNIST, 2000 validation and test points); the
 papers train for hundreds of epochs with early stopping: ``--epochs 1000 --eval-points 10000``.
 
 References:

@@ -51,7 +51,8 @@ def add_example_arguments(
         "--eval-points",
         type=int,
         default=eval_points,
-        help=f"test points evaluated (default: {eval_points}; the papers use all 10000)",
+        help=f"points of each evaluation: the per-epoch validation ELBO (early stopping), the test "
+        f"metrics and k-NN (default: {eval_points}; the papers use all 10000)",
     )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     parser.add_argument(
