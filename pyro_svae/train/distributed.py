@@ -72,7 +72,7 @@ from pyro_svae.infer import evaluate
 from pyro_svae.infer.elbo import ELBOTerms
 
 from .evaluation import eval_batches
-from .guard import GuardedSVI, NonFiniteLossError
+from .guard import GuardedSVI, NonFiniteLossError, all_finite
 
 __all__ = [
     "TORCHRUN_VARIABLES",
@@ -356,7 +356,7 @@ class DistributedSVI(GuardedSVI):
         elbo.last_terms = dataclasses.replace(
             terms, loss=loss, reconstruction=reconstruction, kl=kl
         )
-        finite = math.isfinite(loss) and all(bool(torch.isfinite(p.grad).all()) for p in used)
+        finite = math.isfinite(loss) and all_finite([p.grad for p in used])
         if not finite:
             zero_grads(params)
             what = "loss" if not math.isfinite(loss) else "gradient"
