@@ -1,9 +1,10 @@
 """Cost of one Pyro SVI training step against a hand-written PyTorch loop of the same VAE.
 
-Both loops train the same network (MLP 784-256-128, a vMF, product-of-vMF or Gaussian posterior with the model's prior:
-uniform on spheres, standard normal otherwise; Bernoulli likelihood) with Adam on the same minibatches (SVI with :class:`pyro_svae.train.optim.FusedAdam`,
-the trainer's optimizer); the PyTorch loop computes the negative ELBO
-directly (reconstruction + analytic KL) and calls ``torch.optim.Adam``. A second SVI loop is the
+Both loops train the same network (MLP 784-256-128; a vMF, product-of-vMF or Gaussian posterior with
+the model's prior, uniform on spheres and standard normal otherwise; Bernoulli likelihood) with Adam
+on the same minibatches (SVI with :class:`pyro_svae.train.optim.FusedAdam`, the trainer's optimizer);
+the PyTorch loop computes the negative ELBO directly (reconstruction + analytic KL) and calls
+``torch.optim.Adam``. A second SVI loop is the
 trainer's own step: :class:`~pyro_svae.train.guard.GuardedSVI` (which checks the loss and every
 gradient for non-finite values before stepping) with the gradient-norm measurement the trainer makes
 on every step for its metrics (:class:`~pyro_svae.train.clipping.GradientNormClip` without a factor:
